@@ -1,0 +1,54 @@
+# siamdog: `make demo` and `make test` are all a newcomer needs. Paths are variables:
+#   make organize SRC=photos/ [LABELS=labels.csv] DST=data
+#   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
+#   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+SRC ?=
+LABELS ?=
+DST ?= data
+FORMAT ?= auto
+VALID ?= 0.1
+DATA ?= $(DST)
+RUN ?= weights/run
+CONFIG ?= configs/default.yaml
+TRAIN_ARGS ?=
+MODEL ?= $(RUN)
+EVAL_DATA ?= $(DATA)/valid
+DEMO ?= build/demo
+PYTEST_ARGS ?=
+
+.PHONY: install organize train evaluate demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+organize: install
+	@test -n "$(SRC)" || { echo "usage: make organize SRC=photos/ [LABELS=labels.csv] [DST=data]"; exit 2; }
+	$(BIN)/siamdog organize "$(SRC)" "$(DST)" --format $(FORMAT) --valid-fraction $(VALID) $(if $(LABELS),--labels "$(LABELS)")
+
+train: install
+	$(BIN)/siamdog train --data "$(DATA)" --run "$(RUN)" --config "$(CONFIG)" $(TRAIN_ARGS)
+
+evaluate: install
+	$(BIN)/python tools/evaluate.py --model "$(MODEL)" --data "$(EVAL_DATA)"
+
+demo: install
+	rm -rf "$(DEMO)"
+	$(BIN)/siamdog demo-data "$(DEMO)/raw" --test "$(DEMO)/test"
+	$(BIN)/siamdog organize "$(DEMO)/raw" "$(DEMO)/data"
+	$(BIN)/siamdog train --data "$(DEMO)/data" --run "$(DEMO)/run" --config configs/demo.yaml
+	$(BIN)/python tools/evaluate.py --model "$(DEMO)/run" --data "$(DEMO)/test"
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

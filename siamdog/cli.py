@@ -1,0 +1,171 @@
+"""The `siamdog` command: parses arguments and calls the library; nothing else happens here."""
+
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+from siamdog.errors import SiamdogError  # noqa: E402
+
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+
+def _organize(args) -> int:
+    from siamdog.data.organize import organize
+
+    result = organize(
+        args.src,
+        args.dst,
+        labels=args.labels,
+        fmt=args.format,
+        id_column=args.id_column,
+        label_column=args.label_column,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        link=args.link,
+        force=args.force,
+        workers=args.workers,
+    )
+    print(result.summary())
+    return 0
+
+
+def _train_config(args):
+    from siamdog.config import config_from_dict, config_to_dict, load_config
+
+    overrides = {
+        key: value
+        for key, value in {
+            "backbone": args.backbone,
+            "weights": args.weights,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "mode": args.mode,
+            "seed": args.seed,
+        }.items()
+        if value is not None
+    }
+    config = load_config(args.config, overrides)
+    if args.max_epochs is None:
+        return config
+    values = config_to_dict(config)
+    for stage in values["stages"]:
+        stage["epochs"] = min(stage["epochs"], args.max_epochs)
+    return config_from_dict(values, "--max-epochs")
+
+
+def _train(args) -> int:
+    from siamdog.training.trainer import train
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    state = train(args.data, args.run, _train_config(args), stages=stages, workers=args.workers)
+    best = state.get("best") or {}
+    if best:
+        print(f"best val_accuracy {best['val_accuracy']:.4f} ({best['stage']}, epoch {best['epoch']}); model: {args.run}/best.keras")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from siamdog.evaluate import evaluate
+
+    result = evaluate(args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers)
+    print(result.summary())
+    print()
+    print(result.report)
+    return 0
+
+
+def _predict(args) -> int:
+    from siamdog.evaluate import predict
+
+    count = predict(args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers)
+    print(f"wrote {count} predictions to {args.out}")
+    return 0
+
+
+def _demo_data(args) -> int:
+    from siamdog.demo import make_demo_images
+
+    classes = make_demo_images(
+        args.raw, args.test, num_classes=args.classes, per_class=args.per_class, test_per_class=args.test_per_class, size=args.size, seed=args.seed
+    )
+    print(f"wrote {args.per_class} images for each of {len(classes)} classes to {args.raw}" + (f" and held-out ones to {args.test}" if args.test else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siamdog", description="Fine-grained image classification with a Siamese multi-loss model.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("organize", help="split a folder of labelled photos into train/ and valid/ class folders")
+    p.add_argument("src", help="flat folder of images")
+    p.add_argument("dst", help="output folder (gets train/, valid/, classes.txt, manifest.csv, rejected.csv)")
+    p.add_argument("--labels", help="labels file: CSV with a header (id,breed) or '<image> <label>' lines")
+    p.add_argument("--format", default="auto", choices=("auto", "filename", "csv", "txt"), help="where labels come from (default: auto)")
+    p.add_argument("--id-column", help="CSV column naming the image (default: id, image, file, ...)")
+    p.add_argument("--label-column", help="CSV column holding the label (default: breed, label, class, ...)")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of each class held out for validation (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.add_argument("--link", default="copy", choices=("copy", "hard", "sym"), help="copy files (default) or link them")
+    p.add_argument("--force", action="store_true", help="redo a DST made from another source or with other settings")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="parallel file checks")
+    p.set_defaults(run=_organize)
+
+    p = commands.add_parser("train", help="train (or resume) a run in stages")
+    p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
+    p.add_argument("--run", required=True, help="run folder: config, checkpoints, best model, history")
+    p.add_argument("--config", help="YAML config (default: the original recipe, as in configs/default.yaml)")
+    p.add_argument("--backbone", help="xception or inception_v3")
+    p.add_argument("--weights", help="imagenet, none, or a .weights.h5 file")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--mode", choices=("multiloss", "softmax"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage")
+    p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
+    p.set_defaults(run=_train)
+
+    for name, helptext in (("evaluate", "score a model on labelled class folders"), ("predict", "label an unlabelled folder")):
+        p = commands.add_parser(name, help=helptext)
+        p.add_argument("--model", required=True, help="run folder or .keras file (with classes.txt beside it)")
+        if name == "evaluate":
+            p.add_argument("--data", required=True, help="folder of class folders, e.g. DATA/valid")
+            p.add_argument("--out", help="folder for predictions.csv and confusion_matrix.png (default: RUN/evaluation)")
+            p.set_defaults(run=_evaluate)
+        else:
+            p.add_argument("--images", required=True, help="folder of images")
+            p.add_argument("--out", required=True, help="output file of label<TAB>image_id lines")
+            p.set_defaults(run=_predict)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+
+    p = commands.add_parser("demo-data", help="generate the small learnable demo image set")
+    p.add_argument("raw", help="flat folder for training images named <class>_<id>.jpg")
+    p.add_argument("--test", help="folder for held-out images in class folders")
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--test-per-class", type=int, default=15)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.run(args)
+    except SiamdogError as e:
+        print(f"siamdog {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"siamdog {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

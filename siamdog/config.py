@@ -1,0 +1,174 @@
+"""Run configuration: dataclasses with the original recipe as defaults, loaded from and saved to YAML.
+
+Unknown keys, wrong types and impossible values (a negative learning rate, an unknown
+backbone) are refused with a message that names the key.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass
+
+from siamdog.errors import SiamdogError
+
+_STRICT = ConfigDict(extra="forbid")
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+@dataclass(config=_STRICT)
+class AugmentConfig:
+    """ImageDataGenerator's augmentation knobs (same names, same units)."""
+
+    rotation_range: NonNegative = 30.0
+    width_shift_range: Fraction = 0.2
+    height_shift_range: Fraction = 0.2
+    shear_range: NonNegative = 0.2
+    zoom_range: Fraction = 0.2
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    brightness_range: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] | None = None
+    fill_mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"
+
+
+@dataclass(config=_STRICT)
+class StageConfig:
+    """One stage of the schedule: what is trainable, with which optimizer, for how long."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")]
+    epochs: Annotated[int, Field(gt=0)]
+    optimizer: Literal["nadam", "adam", "sgd"]
+    learning_rate: Annotated[float, Field(gt=0)]
+    momentum: Fraction = 0.0
+    trainable_blocks: Annotated[int, Field(ge=0)] = 0  # 0: tower frozen; n: its last n blocks train
+    binary_loss_weight: NonNegative = 0.0  # weight of the "same class?" loss (multiloss only)
+    augment: bool = True
+    early_stopping_patience: Annotated[int, Field(gt=0)] = 5
+    reduce_lr_patience: Annotated[int, Field(gt=0)] = 2
+    reduce_lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    min_learning_rate: NonNegative = 1e-7
+
+
+def default_stages() -> list[StageConfig]:
+    """The original recipe: heads on a frozen tower, then the last two blocks, then no augmentation."""
+    return [
+        StageConfig(name="heads", epochs=30, optimizer="nadam", learning_rate=2e-3, binary_loss_weight=0.0),
+        StageConfig(
+            name="finetune",
+            epochs=30,
+            optimizer="sgd",
+            learning_rate=1e-4,
+            momentum=0.9,
+            trainable_blocks=2,
+            binary_loss_weight=0.5,
+        ),
+        StageConfig(
+            name="polish",
+            epochs=30,
+            optimizer="sgd",
+            learning_rate=1e-5,
+            momentum=0.9,
+            trainable_blocks=2,
+            binary_loss_weight=0.5,
+            augment=False,
+        ),
+    ]
+
+
+@dataclass(config=_STRICT)
+class TrainConfig:
+    """Everything that decides a training run's result (runtime knobs such as workers are not here)."""
+
+    backbone: str = "xception"
+    weights: str = "imagenet"  # "imagenet", "none" or a path to a .weights.h5 file
+    image_size: Annotated[int, Field(ge=32)] = 299
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    mode: Literal["multiloss", "softmax"] = "multiloss"
+    pair_every: Annotated[int, Field(gt=0)] = 4  # every k-th batch is made of positive pairs
+    dropout: Fraction = 0.5
+    seed: int = 0
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    stages: list[StageConfig] = dataclasses.field(default_factory=default_stages)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from siamdog.models.backbones import BACKBONES  # imports Keras, so only when validating
+
+        if value not in BACKBONES:
+            raise ValueError(f"unknown backbone {value!r} (choose from {', '.join(BACKBONES)})")
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stage_names(cls, stages: list[StageConfig]) -> list[StageConfig]:
+        if not stages:
+            raise ValueError("at least one stage is needed")
+        names = [s.name for s in stages]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"stage names must be unique; repeated: {', '.join(duplicates)}")
+        return stages
+
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        message = re.sub(r"^Value error, ", "", item["msg"])
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def config_from_dict(values: dict, source: str = "config") -> TrainConfig:
+    """A validated TrainConfig from plain values (as read from YAML)."""
+    if not isinstance(values, dict):
+        raise SiamdogError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
+    try:
+        return TrainConfig(**values)
+    except ValidationError as e:
+        raise SiamdogError(f"{source}: {_describe(e)}") from None
+    except TypeError as e:
+        raise SiamdogError(f"{source}: {e}") from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> TrainConfig:
+    """The defaults, updated by the YAML file at `path` (if any), then by `overrides`."""
+    values: dict = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise SiamdogError(f"{path}: cannot read config ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise SiamdogError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise SiamdogError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    values = {**values, **(overrides or {})}
+    return config_from_dict(values, str(path) if path else "config")
+
+
+def config_to_dict(config: TrainConfig) -> dict:
+    """Plain values (lists, not tuples) for YAML."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)

@@ -1,0 +1,182 @@
+"""Scoring a saved classifier on labelled class folders, and predicting labels for a folder."""
+
+import csv
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, top_k_accuracy_score
+from tqdm import tqdm
+
+from siamdog.data.batches import index_class_folders, list_classes
+from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
+from siamdog.errors import SiamdogError
+from siamdog.plots import plot_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(path: str | os.PathLike) -> tuple[Path, list[str]]:
+    """The `.keras` file of a run directory or model path, and its class names (from the
+    `classes.txt` beside it)."""
+    path = Path(path)
+    model_file = path / "best.keras" if path.is_dir() else path
+    if not model_file.is_file():
+        raise SiamdogError(f"{model_file}: no such model file (give a run folder or a .keras file)")
+    classes_file = model_file.parent / "classes.txt"
+    if not classes_file.is_file():
+        raise SiamdogError(f"{classes_file}: missing; it names the classes of {model_file.name}")
+    return model_file, classes_file.read_text(encoding="utf-8").splitlines()
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str]]:
+    model_file, classes = resolve_model(path)
+    try:
+        model = keras.saving.load_model(model_file, compile=False)
+    except (ValueError, OSError) as e:
+        raise SiamdogError(f"{model_file}: not a siamdog model ({e})") from e
+    if model.output_shape[-1] != len(classes):
+        raise SiamdogError(f"{model_file} has {model.output_shape[-1]} outputs but classes.txt names {len(classes)} classes")
+    return model, classes
+
+
+def predict_files(
+    classifier: keras.Model, paths: list[str], batch_size: int = 32, workers: int = 4, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities for each readable file, and a mask of which files were readable."""
+    size = tuple(classifier.input_shape[1:3])
+    probabilities = np.zeros((len(paths), classifier.output_shape[-1]), dtype=np.float32)
+    readable = np.zeros(len(paths), dtype=bool)
+
+    def load(path):
+        try:
+            return load_image(path, size)
+        except UnreadableImage as e:
+            log.debug("skipping %s: %s", path, e)
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
+        total=len(paths), desc="predict", unit="img", disable=not progress
+    ) as bar:
+        for start in range(0, len(paths), batch_size):
+            images = list(pool.map(load, paths[start : start + batch_size]))
+            ok = [k for k, image in enumerate(images) if image is not None]
+            if ok:
+                batch = np.stack([images[k] for k in ok]).astype(np.float32)
+                probabilities[start + np.asarray(ok)] = classifier.predict_on_batch(batch)
+                readable[start + np.asarray(ok)] = True
+            bar.update(len(images))
+    skipped = int((~readable).sum())
+    if skipped:
+        log.warning("skipped %d unreadable image(s) of %d", skipped, len(paths))
+    return probabilities, readable
+
+
+@dataclass
+class Evaluation:
+    top1_error: float
+    top5_error: float
+    count: int
+    report: str
+    num_classes: int
+    skipped: int = 0
+    unknown_classes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"top-1 error: {self.top1_error:.4f} (chance: {1 - 1 / self.num_classes:.4f}, {self.num_classes} classes)",
+            f"top-5 error: {self.top5_error:.4f}",
+            f"images: {self.count}" + (f" ({self.skipped} unreadable skipped)" if self.skipped else ""),
+        ]
+        if self.unknown_classes:
+            lines.append(f"ignored folders of classes the model does not know: {', '.join(self.unknown_classes)}")
+        return "\n".join(lines)
+
+
+def evaluate(
+    model: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    batch_size: int = 32,
+    workers: int = 4,
+    progress: bool = True,
+) -> Evaluation:
+    """Score the classifier on `data_dir/<class>/` images; write predictions.csv and
+    confusion_matrix.png into `out_dir` (default: `evaluation/` beside the model)."""
+    classifier, classes = load_classifier(model)
+    model_file, _ = resolve_model(model)
+    data_dir = Path(data_dir)
+    filenames, labels = index_class_folders(data_dir, classes)
+    unknown = [c for c in list_classes(data_dir) if c not in classes]
+    if unknown:
+        log.warning("ignoring %d folder(s) of classes the model does not know: %s", len(unknown), ", ".join(unknown))
+    if not filenames:
+        raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes")
+    probabilities, readable = predict_files(
+        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, progress
+    )
+    if not readable.any():
+        raise SiamdogError(f"{data_dir}: no readable image")
+    probabilities, labels = probabilities[readable], labels[readable]
+    filenames = [f for f, ok in zip(filenames, readable) if ok]
+    predicted = probabilities.argmax(axis=1)
+    everything = np.arange(len(classes))
+    top5 = top_k_accuracy_score(labels, probabilities, k=min(5, len(classes)), labels=everything) if len(classes) > 2 else 1.0
+    report = classification_report(
+        labels, predicted, labels=everything, target_names=classes, digits=3, zero_division=0
+    )
+    result = Evaluation(
+        top1_error=float(np.mean(predicted != labels)),
+        top5_error=float(1.0 - top5),
+        count=len(labels),
+        report=report,
+        num_classes=len(classes),
+        skipped=int((~readable).sum()),
+        unknown_classes=unknown,
+    )
+    out_dir = Path(out_dir) if out_dir is not None else model_file.parent / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "true", "predicted", "probability", "correct"])
+        for name, true, probs in zip(filenames, labels, probabilities):
+            best = int(probs.argmax())
+            writer.writerow([name, classes[true], classes[best], f"{probs[best]:.4f}", int(best == true)])
+    plot_confusion_matrix(confusion_matrix(labels, predicted, labels=everything), classes, out_dir / "confusion_matrix.png")
+    return result
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SiamdogError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def predict(
+    model: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    out_file: str | os.PathLike,
+    batch_size: int = 32,
+    workers: int = 4,
+    progress: bool = True,
+) -> int:
+    """Write `label<TAB>image_id` lines (the Baidu competition's submission format) for the
+    images in `images_dir`; returns how many were written."""
+    classifier, classes = load_classifier(model)
+    paths = list_images(images_dir)
+    if not paths:
+        raise SiamdogError(f"{images_dir}: no image files")
+    probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, progress)
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_file, "w", encoding="utf-8", errors="surrogateescape") as f:
+        for path, probs, ok in zip(paths, probabilities, readable):
+            if ok:
+                f.write(f"{classes[int(probs.argmax())]}\t{path.stem}\n")
+    return int(readable.sum())

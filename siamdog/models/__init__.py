@@ -1,0 +1,1 @@
+"""Models: backbone registry (towers) and the Siamese / softmax-only classifiers."""

@@ -1,0 +1,132 @@
+"""The backbone registry: which `keras.applications` network a tower is built from, how its
+pixels are preprocessed, and where its last blocks begin (for staged fine-tuning)."""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+
+from siamdog.errors import SiamdogError
+
+
+def _first_layer_named(model: keras.Model, prefix: str) -> keras.layers.Layer:
+    return next(layer for layer in model.layers if layer.name.startswith(prefix))
+
+
+def _xception_tail_input(model: keras.Model, blocks: int):
+    # Xception's blocks are named block1_* .. block14_*; the residual branch of a block
+    # starts from the same tensor as its first named layer.
+    return _first_layer_named(model, f"block{15 - blocks}_").input
+
+
+def _inception_v3_tail_input(model: keras.Model, blocks: int):
+    # InceptionV3's blocks end in concatenations named mixed0 .. mixed10.
+    return model.input if blocks == 11 else model.get_layer(f"mixed{10 - blocks}").output
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one kind of tower and split it for fine-tuning."""
+
+    name: str
+    constructor: Callable[..., keras.Model]
+    min_size: int
+    num_blocks: int
+    tail_input: Callable[[keras.Model, int], object]  # (base, n) -> tensor where the last n blocks start
+
+    def preprocessing(self) -> keras.layers.Layer:
+        # Both registered networks were trained on pixels scaled to [-1, 1] ("tf" mode of
+        # keras.applications' preprocess_input), which a Rescaling layer reproduces.
+        return keras.layers.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="preprocess")
+
+
+BACKBONES = {
+    "xception": Backbone("xception", keras.applications.Xception, 71, 14, _xception_tail_input),
+    "inception_v3": Backbone("inception_v3", keras.applications.InceptionV3, 75, 11, _inception_v3_tail_input),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise SiamdogError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})") from None
+
+
+def resolve_weights(weights: str | None) -> str | None:
+    """`imagenet`, `none`/None (random initialization) or the path of an existing weights file."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    if not os.path.isfile(weights):
+        raise SiamdogError(f"{weights}: no such weights file (expected 'imagenet', 'none' or a .weights.h5 path)")
+    return str(weights)
+
+
+def build_tower(backbone: str, weights: str | None, image_size: int) -> keras.Model:
+    """RGB pixels in [0, 255] -> pooled features: preprocessing + a headless, avg-pooled backbone.
+
+    The backbone is the tower's layer named "base"; `unfreeze_last_blocks` works on it.
+    """
+    spec = get_backbone(backbone)
+    if image_size < spec.min_size:
+        raise SiamdogError(f"image size {image_size} is too small for {backbone} (minimum {spec.min_size})")
+    resolved = resolve_weights(weights)
+    shape = (image_size, image_size, 3)
+    try:
+        base = spec.constructor(include_top=False, pooling="avg", weights=resolved, input_shape=shape)
+    except (ValueError, OSError) as e:
+        if resolved in (None, "imagenet"):
+            raise
+        raise SiamdogError(f"{weights}: not a weights file for {backbone} without its top ({e})") from e
+    base.name = "base"
+    inputs = keras.Input(shape, name="image")
+    return keras.Model(inputs, base(spec.preprocessing()(inputs)), name=f"{backbone}_tower")
+
+
+def tail_layers(base: keras.Model, backbone: str, blocks: int) -> list[keras.layers.Layer]:
+    """The layers of `base` that compute its last `blocks` blocks."""
+    spec = get_backbone(backbone)
+    if not 0 <= blocks <= spec.num_blocks:
+        raise SiamdogError(f"{backbone} has {spec.num_blocks} blocks; cannot unfreeze {blocks}")
+    if blocks == 0:
+        return []
+    tail = keras.Model(spec.tail_input(base, blocks), base.output)
+    own = {id(layer) for layer in base.layers}
+    return [layer for layer in tail.layers if id(layer) in own]
+
+
+def unfreeze_last_blocks(tower: keras.Model, backbone: str, blocks: int) -> None:
+    """Make only the last `blocks` blocks of the tower's backbone trainable (0: all frozen).
+
+    BatchNormalization layers are unfrozen with their block, but the tower is always called
+    with training=False, so they keep using their ImageNet statistics.
+    """
+    base = tower.get_layer("base")
+    trainable = {id(layer) for layer in tail_layers(base, backbone, blocks)}
+    base.trainable = bool(trainable)
+    for layer in base.layers:
+        layer.trainable = id(layer) in trainable
+
+
+def calibrate_batchnorm(tower: keras.Model, images) -> None:
+    """Set every BatchNorm layer's moving statistics to those of `images` (a batch of pixels).
+
+    A randomly initialized tower (weights "none") has no statistics: with BatchNorm in
+    inference mode its activations shrink block after block, down to pooled features of
+    about 1e-5 that no head can learn from. One forward pass in training mode with momentum
+    0 makes inference on this batch equal training-mode normalization, a data-dependent
+    initialization. Pretrained towers must not be calibrated: it would overwrite ImageNet's
+    statistics.
+    """
+    norms = [layer for layer in tower.get_layer("base").layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        tower(images, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum

@@ -1,0 +1,63 @@
+"""Pictures of a run: training curves across stages, and a confusion matrix."""
+
+import csv
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+TRAIN_ACCURACY_KEYS = ("ctg_out_1_accuracy", "accuracy")
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
+    """Rows of a CSVLogger file as floats (empty values become NaN)."""
+    with open(path, newline="") as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def plot_training_curves(histories: list[tuple[str, str | os.PathLike]], out_path: str | os.PathLike) -> None:
+    """Accuracy and loss per epoch, stages one after another, from (stage, CSV path) pairs."""
+    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    offset = 0
+    for stage, path in histories:
+        rows = read_history(path)
+        if not rows:
+            continue
+        epochs = np.arange(offset + 1, offset + len(rows) + 1)
+        train_key = next((k for k in TRAIN_ACCURACY_KEYS if k in rows[0]), None)
+        if train_key:
+            acc_ax.plot(epochs, [r[train_key] for r in rows], "o-", color="tab:blue", ms=3, label="train" if offset == 0 else None)
+        acc_ax.plot(epochs, [r.get("val_accuracy", np.nan) for r in rows], "o-", color="tab:orange", ms=3, label="valid" if offset == 0 else None)
+        loss_ax.plot(epochs, [r.get("loss", np.nan) for r in rows], "o-", color="tab:blue", ms=3, label="train (all heads)" if offset == 0 else None)
+        loss_ax.plot(epochs, [r.get("val_loss", np.nan) for r in rows], "o-", color="tab:orange", ms=3, label="valid (classifier)" if offset == 0 else None)
+        for ax in (acc_ax, loss_ax):
+            ax.axvline(offset + 0.5, color="grey", lw=0.8, ls="--")
+            ax.text(offset + 0.6, 1.0, stage, transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="grey")
+        offset += len(rows)
+    acc_ax.set(title="top-1 accuracy", xlabel="epoch", ylim=(0, 1))
+    loss_ax.set(title="loss", xlabel="epoch")
+    for ax in (acc_ax, loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if ax is acc_ax else "upper right")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], out_path: str | os.PathLike) -> None:
+    """Row-normalized confusion matrix; values are printed in the cells only when they fit."""
+    size = min(max(6, 0.25 * len(classes)), 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalized = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
+    ConfusionMatrixDisplay(normalized, display_labels=classes).plot(
+        ax=ax, include_values=len(classes) <= 20, values_format=".2f", xticks_rotation="vertical", colorbar=False, cmap="Blues"
+    )
+    ax.set_title("confusion matrix (rows: true class, normalized)")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Training: the staged schedule, its callbacks and the run directory."""

@@ -1,0 +1,123 @@
+"""Callbacks that the staged schedule adds to Keras's own (EarlyStopping, ReduceLROnPlateau,
+CSVLogger, BackupAndRestore)."""
+
+import json
+import logging
+import os
+
+import keras
+import numpy as np
+
+from siamdog.plots import plot_training_curves
+
+log = logging.getLogger(__name__)
+
+
+def classifier_scores(classifier: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and true class indices for every sample of `batches`."""
+    probabilities, labels = [], []
+    for i in range(len(batches)):
+        x, y = batches[i]
+        probabilities.append(np.asarray(classifier.predict_on_batch(x)))
+        labels.append(np.argmax(y, axis=1))
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+class ClassifierValidation(keras.callbacks.Callback):
+    """Adds `val_accuracy` (top-1 of the single-image classifier) and `val_loss` (its
+    cross-entropy) to the epoch logs, for the callbacks after it to monitor.
+
+    Keras's own validation would score the Siamese model on pairs and name its metrics by
+    output; this scores what is shipped: one image in, one class out.
+    """
+
+    def __init__(self, classifier: keras.Model, batches):
+        super().__init__()
+        self.classifier = classifier
+        self.batches = batches
+
+    def on_epoch_end(self, epoch, logs=None):
+        probabilities, labels = classifier_scores(self.classifier, self.batches)
+        picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+        logs["val_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))
+        logs["val_loss"] = float(-np.mean(np.log(picked)))
+
+
+class PositivePairFraction(keras.callbacks.Callback):
+    """Logs the fraction of positive ("same class") pairs the pair sampler made in the epoch."""
+
+    def __init__(self, paired_batches):
+        super().__init__()
+        self.paired_batches = paired_batches
+
+    def on_epoch_end(self, epoch, logs=None):
+        fraction = self.paired_batches.last_epoch_positive_fraction
+        if fraction is not None:
+            logs["positive_pair_fraction"] = fraction
+            log.info("epoch %d: %.1f%% positive pairs", epoch + 1, 100 * fraction)
+
+
+class EpochOrder(keras.callbacks.Callback):
+    """Puts the batch source at the epoch fit is starting, so a resumed stage sees the same
+    order and augmentations as an uninterrupted one."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
+
+
+class SaveBestClassifier(keras.callbacks.Callback):
+    """Saves the single-image classifier whenever `val_accuracy` beats the best of the run.
+
+    The best score is kept in a JSON file beside the model so that it survives a restart;
+    both are written under a temporary name and renamed, so neither is ever half-written.
+    """
+
+    def __init__(self, classifier: keras.Model, model_path: str, stage: str):
+        super().__init__()
+        self.classifier = classifier
+        self.model_path = model_path
+        self.score_path = os.path.splitext(model_path)[0] + ".json"
+        self.stage = stage
+        self.best = read_json(self.score_path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = logs.get("val_accuracy")
+        if score is None or (self.best is not None and score <= self.best["val_accuracy"]):
+            return
+        tmp = os.path.join(os.path.dirname(self.model_path), ".tmp-" + os.path.basename(self.model_path))
+        self.classifier.save(tmp)
+        os.replace(tmp, self.model_path)
+        self.best = {"val_accuracy": score, "stage": self.stage, "epoch": epoch + 1}
+        write_json(self.score_path, self.best)
+        log.info("new best model: val_accuracy %.4f (%s, epoch %d)", score, self.stage, epoch + 1)
+
+
+class TrainingCurves(keras.callbacks.Callback):
+    """Redraws the training-curves PNG after every epoch from the stages' CSV histories."""
+
+    def __init__(self, histories, out_path):
+        super().__init__()
+        self.histories = histories
+        self.out_path = out_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_training_curves([(s, p) for s, p in self.histories if os.path.exists(p)], self.out_path)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str, value) -> None:
+    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)

@@ -1,0 +1,223 @@
+"""The staged schedule: build the model, then run each configured stage with `model.fit`.
+
+A run directory holds everything needed to reproduce and resume a run:
+
+    config.yaml            the configuration used
+    classes.txt            class names, in the model's output order
+    best.keras, best.json  the single-image classifier with the best val_accuracy so far
+    history/<stage>.csv    per-epoch logs of each stage
+    curves.png             training curves of all stages
+    checkpoints/<stage>.weights.h5   the model after each finished stage
+    state.json             finished stages, their epochs and wall time
+    backup/<stage>/        BackupAndRestore's files while a stage runs
+
+Running again on the same run directory skips finished stages and resumes the current one at
+the epoch after the last one that finished.
+"""
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from siamdog.config import TrainConfig, config_to_dict, load_config, save_config
+from siamdog.data.augment import Augmentation
+from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
+from siamdog.errors import SiamdogError
+from siamdog.models.backbones import build_tower, calibrate_batchnorm, resolve_weights, unfreeze_last_blocks
+from siamdog.models.siamese import build_model, classifier_of
+from siamdog.training.callbacks import (
+    ClassifierValidation,
+    EpochOrder,
+    PositivePairFraction,
+    SaveBestClassifier,
+    TrainingCurves,
+    read_json,
+    write_json,
+)
+from siamdog.training.stages import compile_stage, make_optimizer
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_BATCH = 64  # images whose statistics initialize BatchNorm in a random tower
+
+
+@dataclass
+class RunPaths:
+    """Where each artifact of a run lives."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def classes(self) -> Path:
+        return self.root / "classes.txt"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "best.keras"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    def history(self, stage: str) -> Path:
+        return self.root / "history" / f"{stage}.csv"
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / "checkpoints" / f"{stage}.weights.h5"
+
+    def backup(self, stage: str) -> Path:
+        return self.root / "backup" / stage
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend; on TensorFlow also ask for deterministic ops."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def prepare_run(run: RunPaths, config: TrainConfig, classes: list[str]) -> None:
+    """Save the config and classes of a new run, or check that an existing run used the same."""
+    run.root.mkdir(parents=True, exist_ok=True)
+    if run.config.exists():
+        saved = load_config(run.config)
+        if saved != config:
+            new, old = config_to_dict(config), config_to_dict(saved)
+            changed = ", ".join(k for k in new if new[k] != old.get(k))
+            raise SiamdogError(
+                f"{run.root} holds a run with another configuration (differs in: {changed}); "
+                "use another --run folder, or the same settings to resume it"
+            )
+    else:
+        save_config(config, run.config)
+    if run.classes.exists():
+        saved_classes = run.classes.read_text(encoding="utf-8").splitlines()
+        if saved_classes != classes:
+            raise SiamdogError(f"{run.root} was trained on other classes than those in the data folder")
+    else:
+        run.classes.write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+
+
+def _data_folders(data_dir: Path) -> tuple[Path, Path, list[str]]:
+    train_dir, valid_dir = data_dir / "train", data_dir / "valid"
+    if not train_dir.is_dir():
+        raise SiamdogError(f"{data_dir}: no train/ folder (make one with `siamdog organize`)")
+    if not valid_dir.is_dir():
+        raise SiamdogError(f"{data_dir}: no valid/ folder (organize with a valid fraction above 0)")
+    classes = list_classes(train_dir)
+    if len(classes) < 2:
+        raise SiamdogError(f"{train_dir}: need at least two class folders, found {len(classes)}")
+    return train_dir, valid_dir, classes
+
+
+def _select_stages(config: TrainConfig, only: list[str] | None) -> list[str]:
+    names = config.stage_names()
+    if not only:
+        return names
+    unknown = [s for s in only if s not in names]
+    if unknown:
+        raise SiamdogError(f"unknown stage(s) {', '.join(unknown)} (this config has: {', '.join(names)})")
+    return [n for n in names if n in only]
+
+
+def train(
+    data_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    config: TrainConfig,
+    stages: list[str] | None = None,
+    workers: int = 4,
+    callbacks: list[keras.callbacks.Callback] = (),
+    verbose: str | int = "auto",
+) -> dict:
+    """Train (or resume) a run; returns the run's state (finished stages and best score)."""
+    data_dir, run = Path(data_dir), RunPaths(Path(run_dir))
+    train_dir, valid_dir, classes = _data_folders(data_dir)
+    selected = _select_stages(config, stages)
+    prepare_run(run, config, classes)
+    seed_everything(config.seed)
+
+    tower = build_tower(config.backbone, config.weights, config.image_size)
+    model = build_model(config.mode, tower, len(classes), config.dropout)
+    classifier = classifier_of(model)
+    state = read_json(str(run.state)) or {"completed": {}}
+    finished = [s for s in config.stage_names() if s in state["completed"]]
+    size = (config.image_size, config.image_size)
+    if finished:
+        model.load_weights(run.checkpoint(finished[-1]))
+        log.info("resuming after stage %s", finished[-1])
+    elif resolve_weights(config.weights) is None:
+        sample = DirectoryBatches(train_dir, size, CALIBRATION_BATCH, seed=config.seed, classes=classes)
+        calibrate_batchnorm(tower, sample[0][0])
+
+    valid = DirectoryBatches(valid_dir, size, config.batch_size, shuffle=False, classes=classes)
+    augmentation = Augmentation(**dataclasses.asdict(config.augment))
+    for index, stage in enumerate(config.stages):
+        if stage.name not in selected or stage.name in state["completed"]:
+            continue
+        log.info("stage %s: %d trainable block(s), %s lr %g", stage.name, stage.trainable_blocks, stage.optimizer, stage.learning_rate)
+        unfreeze_last_blocks(tower, config.backbone, stage.trainable_blocks)
+        compile_stage(model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), stage.binary_loss_weight)
+        batches = DirectoryBatches(
+            train_dir,
+            size,
+            config.batch_size,
+            seed=config.seed + 1000 * index,
+            augmentation=augmentation if stage.augment else None,
+            classes=classes,
+            workers=1 if config.mode == "multiloss" else workers,
+        )
+        stage_callbacks = [EpochOrder(batches), ClassifierValidation(classifier, valid)]
+        data = batches
+        if config.mode == "multiloss":
+            data = PairedBatches(batches, config.pair_every, workers=workers)
+            stage_callbacks.append(PositivePairFraction(data))
+        run.history(stage.name).parent.mkdir(exist_ok=True)
+        histories = [(s, str(run.history(s))) for s in config.stage_names()]
+        stage_callbacks += [
+            SaveBestClassifier(classifier, str(run.best_model), stage.name),
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy",
+                mode="max",
+                factor=stage.reduce_lr_factor,
+                patience=stage.reduce_lr_patience,
+                min_lr=stage.min_learning_rate,
+            ),
+            keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
+            keras.callbacks.BackupAndRestore(str(run.backup(stage.name)), double_checkpoint=True),
+            TrainingCurves(histories, str(run.curves)),
+            *callbacks,
+        ]
+        started = time.monotonic()
+        history = model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
+        seconds = time.monotonic() - started
+        run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
+        tmp = run.checkpoint(stage.name).with_name(f".tmp-{stage.name}.weights.h5")
+        model.save_weights(tmp)
+        os.replace(tmp, run.checkpoint(stage.name))
+        state["completed"][stage.name] = {
+            "epochs_run_now": len(history.epoch),
+            "seconds": round(seconds, 1),
+            "best_val_accuracy": max(history.history.get("val_accuracy", [float("nan")])),
+        }
+        state["best"] = read_json(str(run.best_model.with_suffix(".json")))
+        write_json(str(run.state), state)
+        log.info("stage %s done in %.0f s", stage.name, seconds)
+    return state

@@ -1,0 +1,99 @@
+import pytest
+
+from siamdog.data.labels import (
+    detect_labels_format,
+    label_from_filename,
+    parse_labels_csv,
+    parse_labels_txt,
+    safe_name,
+)
+from siamdog.errors import SiamdogError
+
+
+@pytest.mark.parametrize(
+    "name, label",
+    [
+        ("12_abc.jpg", "12"),
+        ("12_abc_def.jpeg", "12"),
+        ("golden_x.png", "golden"),
+        ("noseparator.jpg", None),
+        ("_leading.jpg", None),
+        ("12_", "12"),
+    ],
+)
+def test_label_from_filename(name, label):
+    assert label_from_filename(name) == label
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("golden_retriever", "golden_retriever"),
+        ("  Pug  ", "Pug"),
+        ("../x", "_x"),
+        ("../../etc", "_.._etc"),
+        ("a/b", "a_b"),
+        ("a\\b", "a_b"),
+        ("..", ""),
+        (".", ""),
+        ("", ""),
+        ("CON", "_CON"),
+        ("con.txt", "_con.txt"),
+        ("Bichon Frisé", "Bichon Frisé"),
+        ("tab\there", "tab_here"),
+    ],
+)
+def test_safe_name_stays_one_path_component(raw, expected):
+    assert safe_name(raw) == expected
+    assert "/" not in safe_name(raw) and "\\" not in safe_name(raw)
+
+
+def test_parse_kaggle_csv_with_bom_and_crlf():
+    text = "\ufeffid,breed\r\nabc,boston_bull\r\ndef,dingo\r\n\r\n"
+    rows = parse_labels_csv(text)
+    assert [(r.image, r.label, r.line) for r in rows] == [("abc", "boston_bull", 2), ("def", "dingo", 3)]
+
+
+def test_parse_csv_finds_columns_by_name_in_any_order_and_ignores_extra_ones():
+    rows = parse_labels_csv("width,Label,file\n10, pug ,a.jpg\n")
+    assert [(r.image, r.label) for r in rows] == [("a.jpg", "pug")]
+
+
+def test_parse_csv_with_explicit_columns():
+    rows = parse_labels_csv("x,y\na.jpg,pug\n", id_column="x", label_column="y")
+    assert [(r.image, r.label) for r in rows] == [("a.jpg", "pug")]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("foo,bar\n1,2\n", "no id column"),
+        ("id,bar\n1,2\n", "no label column"),
+        ("id,breed\nonlyid\n", "line 2"),
+    ],
+)
+def test_parse_csv_errors(text, message):
+    with pytest.raises(SiamdogError, match=message):
+        parse_labels_csv(text)
+
+
+def test_parse_csv_explicit_column_missing():
+    with pytest.raises(SiamdogError, match="no column 'kind'"):
+        parse_labels_csv("id,breed\n", label_column="kind")
+
+
+def test_parse_baidu_txt():
+    rows = parse_labels_txt("a.jpg 12 extra\n\n# comment\nb.jpg\t7\n")
+    assert [(r.image, r.label, r.line) for r in rows] == [("a.jpg", "12", 1), ("b.jpg", "7", 4)]
+
+
+def test_parse_txt_line_without_label():
+    with pytest.raises(SiamdogError, match="line 2"):
+        parse_labels_txt("a.jpg 1\nlonely.jpg\n")
+
+
+def test_detect_labels_format():
+    assert detect_labels_format("id,breed", "labels.csv") == "csv"
+    assert detect_labels_format("id,breed", "labels") == "csv"
+    assert detect_labels_format("a.jpg 12 0", "train.txt") == "txt"

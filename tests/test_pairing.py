@@ -1,0 +1,37 @@
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from siamdog.data.pairing import pair_permutation, same_class
+
+
+def test_swaps_same_class_neighbours_and_pairs_leftovers():
+    labels = [0, 1, 0, 2, 1, 3]
+    perm = pair_permutation(labels)
+    assert perm.tolist() == [2, 4, 0, 5, 1, 3]
+    assert same_class(labels, np.asarray(labels)[perm]).tolist() == [1, 1, 1, 0, 1, 0]
+
+
+def test_lone_leftover_stays_in_place():
+    assert pair_permutation([5, 5, 7]).tolist() == [1, 0, 2]
+    assert pair_permutation([3]).tolist() == [0]
+    assert pair_permutation([]).tolist() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=6), max_size=64))
+def test_pair_permutation_properties(labels):
+    labels = np.asarray(labels, dtype=np.int64)
+    perm = pair_permutation(labels)
+    n = len(labels)
+    # A valid permutation that is its own inverse (pairs are swaps).
+    assert sorted(perm.tolist()) == list(range(n))
+    assert np.array_equal(perm[perm], np.arange(n))
+    # Greedy maximum: every class with c members yields c // 2 same-class pairs.
+    same = int(np.sum(labels[perm] == labels) - np.sum(perm == np.arange(n)))
+    assert same == 2 * sum(c // 2 for c in Counter(labels.tolist()).values())
+    # No self-pair except a lone leftover: at most one, and only if the leftovers are odd.
+    leftovers = sum(c % 2 for c in Counter(labels.tolist()).values())
+    assert int(np.sum(perm == np.arange(n))) == leftovers % 2
