@@ -29,10 +29,11 @@ def write_image(path: Path, rgb=(200, 30, 30), size=(12, 16), noise: int = 0, se
 
 
 def make_class_folders(root: Path, counts: dict[str, int], size=(12, 16), suffix=".png") -> Path:
-    """root/<class>/<class>-<k><suffix> images, a distinct colour per class."""
+    """root/<class>/<class>-<k><suffix> noisy images, a distinct colour per class."""
     for c, (name, count) in enumerate(sorted(counts.items())):
         for k in range(count):
-            write_image(root / name / f"{name}-{k:03d}{suffix}", rgb=(40 * c % 256, 255 - 30 * c, 17 * k % 256), size=size)
+            path = root / name / f"{name}-{k:03d}{suffix}"
+            write_image(path, rgb=(40 * c % 256, 255 - 30 * c, 17 * k % 256), size=size, noise=30, seed=k)
     return root
 
 

@@ -2,6 +2,7 @@
 pixels are preprocessed, and where its last blocks begin (for staged fine-tuning)."""
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,12 +76,17 @@ def build_tower(backbone: str, weights: str | None, image_size: int) -> keras.Mo
         raise SiamdogError(f"image size {image_size} is too small for {backbone} (minimum {spec.min_size})")
     resolved = resolve_weights(weights)
     shape = (image_size, image_size, 3)
-    try:
+    if resolved in (None, "imagenet"):
         base = spec.constructor(include_top=False, pooling="avg", weights=resolved, input_shape=shape)
-    except (ValueError, OSError) as e:
-        if resolved in (None, "imagenet"):
-            raise
-        raise SiamdogError(f"{weights}: not a weights file for {backbone} without its top ({e})") from e
+    else:
+        try:
+            with warnings.catch_warnings():
+                # Keras only warns about the layers of a weights file it cannot place.
+                warnings.simplefilter("error", UserWarning)
+                base = spec.constructor(include_top=False, pooling="avg", weights=resolved, input_shape=shape)
+        except (ValueError, OSError, UserWarning) as e:
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise SiamdogError(f"{weights}: not a weights file for {backbone} without its top ({reason})") from None
     base.name = "base"
     inputs = keras.Input(shape, name="image")
     return keras.Model(inputs, base(spec.preprocessing()(inputs)), name=f"{backbone}_tower")

@@ -1,0 +1,54 @@
+import pytest
+
+from siamdog.config import TrainConfig, load_config, save_config
+from siamdog.errors import SiamdogError
+from tests.conftest import REPO
+
+
+def test_default_yaml_is_the_recipe_in_the_dataclass_defaults():
+    config = load_config(REPO / "configs" / "default.yaml")
+    assert config == TrainConfig()
+    heads, finetune, polish = config.stages
+    assert (heads.name, heads.optimizer, heads.trainable_blocks, heads.binary_loss_weight, heads.augment) == ("heads", "nadam", 0, 0.0, True)
+    assert (finetune.optimizer, finetune.learning_rate, finetune.momentum, finetune.trainable_blocks, finetune.binary_loss_weight) == ("sgd", 1e-4, 0.9, 2, 0.5)
+    assert (polish.optimizer, polish.learning_rate, polish.augment) == ("sgd", 1e-5, False)
+
+
+def test_demo_config_loads():
+    assert load_config(REPO / "configs" / "demo.yaml").weights == "none"
+
+
+def test_save_and_load_round_trip(tmp_path):
+    config = load_config(None, {"image_size": 128, "augment": {"brightness_range": [0.8, 1.2]}})
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+    assert config.augment.brightness_range == (0.8, 1.2)
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("image_size: 128\nbatch_size: 8\n")
+    config = load_config(tmp_path / "c.yaml", {"batch_size": 4})
+    assert (config.image_size, config.batch_size) == (128, 4)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("imagesize: 128\n", "imagesize: Unexpected keyword argument"),
+        ("image_size: big\n", "image_size: Input should be a valid integer"),
+        ("backbone: resnet9000\n", "unknown backbone 'resnet9000'"),
+        ("stages:\n- {name: heads, epochs: 1, optimizer: sgd, learning_rate: -0.1}\n", "stages.0.learning_rate: Input should be greater than 0"),
+        ("stages:\n- {name: a, epochs: 1, optimizer: sgd, learning_rate: 0.1}\n- {name: a, epochs: 1, optimizer: sgd, learning_rate: 0.1}\n", "repeated: a"),
+        ("stages:\n- {name: a, epochs: 1, optimizer: rmsprop, learning_rate: 0.1}\n", "stages.0.optimizer"),
+        ("augment: {rotation: 3}\n", "augment.rotation"),
+        ("- just a list\n", "expected a mapping"),
+        ("key: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_are_refused_with_the_key_named(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(SiamdogError, match=message.replace("[", r"\[").replace(".", r"\.")) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+

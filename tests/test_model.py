@@ -1,0 +1,83 @@
+import keras
+import numpy as np
+import pytest
+
+from siamdog.errors import SiamdogError
+from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, unfreeze_last_blocks
+from siamdog.models.siamese import build_siamese, build_softmax, classifier_of
+
+SIZE = 71
+
+
+@pytest.fixture(scope="module")
+def tower():
+    return build_tower("xception", "none", SIZE)
+
+
+def test_siamese_outputs(tower):
+    model = build_siamese(tower, num_classes=5)
+    assert [t.name for t in model.inputs] == ["image_1", "image_2"]
+    assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out"]
+    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    ctg_1, ctg_2, same = model.predict([x, x[::-1]], verbose=0)
+    assert ctg_1.shape == ctg_2.shape == (2, 5) and same.shape == (2, 1)
+    np.testing.assert_allclose(ctg_1.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(ctg_1, ctg_2[::-1], rtol=1e-4, atol=1e-6)  # one tower, one classifier
+    # The two heads share one tower: the tower's weights appear once.
+    assert len(model.weights) == len({id(w) for w in model.weights})
+
+
+def test_softmax_only_and_inference_model(tower, tmp_path):
+    model = build_softmax(tower, num_classes=3)
+    assert model.output_names == ["ctg_out"]
+    classifier = classifier_of(build_siamese(tower, 3))
+    assert len(classifier.inputs) == 1 and classifier.output_shape == (None, 3)
+    classifier.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.full((1, SIZE, SIZE, 3), 128.0, "float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), classifier.predict(x, verbose=0), rtol=1e-5)
+
+
+def test_preprocessing_is_inside_the_tower(tower):
+    assert tower.get_layer("preprocess").get_config()["scale"] == pytest.approx(1 / 127.5)
+    assert tower.get_layer("preprocess").get_config()["offset"] == -1.0
+
+
+def test_unfreeze_last_two_xception_blocks(tower):
+    unfreeze_last_blocks(tower, "xception", 2)
+    base = tower.get_layer("base")
+    trainable = [layer.name for layer in base.layers if layer.trainable and layer.weights]
+    assert trainable, "block13 and block14 should train"
+    named = [n for n in trainable if n.startswith("block")]
+    assert {n.split("_")[0] for n in named} == {"block13", "block14"}
+    assert len(trainable) - len(named) == 2, "plus block13's residual convolution and its BatchNorm"
+    assert all(w.name for w in tower.trainable_weights)
+    unfreeze_last_blocks(tower, "xception", 0)
+    assert tower.trainable_weights == []
+
+
+def test_inception_v3_last_blocks():
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3), pooling="avg")
+    names = {layer.name for layer in tail_layers(base, "inception_v3", 2)}
+    assert {"mixed9", "mixed10"} <= names and "mixed8" not in names
+
+
+def test_weights_errors(tmp_path):
+    with pytest.raises(SiamdogError, match="no such weights file"):
+        build_tower("xception", str(tmp_path / "missing.weights.h5"), SIZE)
+    other = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3), pooling="avg")
+    wrong = tmp_path / "inception.weights.h5"
+    other.save_weights(wrong)
+    with pytest.raises(SiamdogError, match="not a weights file for xception"):
+        build_tower("xception", str(wrong), SIZE)
+    with pytest.raises(SiamdogError, match="too small"):
+        build_tower("xception", "none", 32)
+
+
+def test_calibration_gives_a_random_tower_usable_features():
+    tower = build_tower("xception", "none", SIZE)
+    x = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
+    before = np.asarray(tower(x, training=False))
+    calibrate_batchnorm(tower, x)
+    after = np.asarray(tower(x, training=False))
+    assert before.std() < 1e-3 < 1e-2 < after.std()

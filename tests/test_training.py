@@ -1,0 +1,168 @@
+"""End-to-end: organize -> train (all stages) -> evaluate / predict, on the generated demo set.
+
+The tower is randomly initialized (weights "none") at 71 px, so these runs take seconds per
+epoch on a CPU; the classes are still learnable well above chance.
+"""
+
+import csv
+from pathlib import Path
+
+import keras
+import pytest
+
+from siamdog.cli import main
+from siamdog.config import load_config
+from siamdog.data.organize import organize
+from siamdog.demo import make_demo_images
+from siamdog.errors import SiamdogError
+from siamdog.evaluate import evaluate
+from siamdog.training.trainer import train
+
+NUM_CLASSES = 4
+STAGES = [
+    {"name": "heads", "epochs": 4, "optimizer": "nadam", "learning_rate": 2e-3},
+    {"name": "finetune", "epochs": 3, "optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "trainable_blocks": 2, "binary_loss_weight": 0.5},
+    {"name": "polish", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "trainable_blocks": 2, "binary_loss_weight": 0.5, "augment": False},
+]
+
+
+def tiny_config(**changes):
+    return load_config(None, {"weights": "none", "image_size": 71, "batch_size": 16, "stages": STAGES, **changes})
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_images(root / "raw", root / "test", num_classes=NUM_CLASSES, per_class=30, test_per_class=8, size=72)
+    organize(root / "raw", root / "data", progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo) -> Path:
+    run = demo / "run"
+    train(demo / "data", run, tiny_config(), workers=2, verbose=0)
+    return run
+
+
+def _history(run: Path, stage: str) -> list[dict]:
+    with open(run / "history" / f"{stage}.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_all_stages_run_and_leave_a_complete_run_folder(trained_run):
+    state_text = (trained_run / "state.json").read_text()
+    for stage in ("heads", "finetune", "polish"):
+        assert f'"{stage}"' in state_text
+        assert (trained_run / "checkpoints" / f"{stage}.weights.h5").is_file()
+        rows = _history(trained_run, stage)
+        assert rows and {"val_accuracy", "val_loss", "loss"} <= set(rows[0])
+    assert "positive_pair_fraction" in _history(trained_run, "finetune")[0]
+    assert load_config(trained_run / "config.yaml") == tiny_config()
+    assert (trained_run / "classes.txt").read_text().splitlines() == ["bluetriangle", "greensquare", "reddisc", "yellowring"]
+    assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not any((trained_run / "backup").glob("*/*")), "finished stages leave no backup behind"
+    model = keras.saving.load_model(trained_run / "best.keras")
+    assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
+
+
+def test_it_learns_far_below_chance(trained_run, demo):
+    result = evaluate(trained_run, demo / "test", out_dir=demo / "eval", progress=False)
+    chance = 1 - 1 / NUM_CLASSES
+    assert result.count == NUM_CLASSES * 8
+    assert result.top1_error <= 0.35, f"top-1 error {result.top1_error} vs chance {chance}"
+
+
+def test_evaluate_cli_prints_the_headline_first_and_writes_files(trained_run, demo, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(trained_run), "--data", str(demo / "test"), "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("top-1 error: ")
+    assert lines[1].startswith("top-5 error: ") and lines[2] == "images: 32"
+    assert any("precision" in line and "recall" in line for line in lines)
+    assert any(line.strip().startswith("reddisc") for line in lines)
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 32 and set(rows[0]) == {"image", "true", "predicted", "probability", "correct"}
+    error = 1 - sum(int(r["correct"]) for r in rows) / len(rows)
+    assert lines[0].startswith(f"top-1 error: {error:.4f}")
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_script_runs_from_a_checkout(trained_run, demo, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "tools" / "evaluate.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--model", str(trained_run / "best.keras"), "--data", str(demo / "test"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("top-1 error: ")
+
+
+def test_predict_writes_the_submission_format(trained_run, demo, tmp_path, capsys):
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for path in sorted((demo / "test").rglob("*.jpg"))[:5]:
+        (images / path.name).write_bytes(path.read_bytes())
+    (images / "broken.jpg").write_bytes(b"nope")
+    out = tmp_path / "submission.txt"
+    assert main(["predict", "--model", str(trained_run), "--images", str(images), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    classes = set((trained_run / "classes.txt").read_text().split())
+    assert len(lines) == 5
+    for line in lines:
+        label, image_id = line.split("\t")
+        assert label in classes and (images / f"{image_id}.jpg").exists()
+
+
+def test_a_different_config_on_the_same_run_folder_is_refused(trained_run, demo):
+    with pytest.raises(SiamdogError, match="differs in: batch_size"):
+        train(demo / "data", trained_run, tiny_config(batch_size=8), verbose=0)
+
+
+def test_unknown_stage_names_are_refused(demo, tmp_path):
+    with pytest.raises(SiamdogError, match="unknown stage"):
+        train(demo / "data", tmp_path / "run", tiny_config(), stages=["heads", "warmup"], verbose=0)
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C does) at the end of one epoch of one stage."""
+
+    def __init__(self, stage_model_check, epoch):
+        super().__init__()
+        self.stage_model_check = stage_model_check
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch and self.stage_model_check():
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(stages=[{**STAGES[0], "epochs": 2}, STAGES[1], STAGES[2]])
+    in_finetune = lambda: (run / "checkpoints" / "heads.weights.h5").exists()  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        train(demo / "data", run, config, workers=2, verbose=0, callbacks=[InterruptAt(in_finetune, epoch=1)])
+    heads_before = (run / "history" / "heads.csv").read_text()
+    assert [r["epoch"] for r in _history(run, "finetune")] == ["0", "1"]
+    assert not (run / "checkpoints" / "finetune.weights.h5").exists()
+
+    state = train(demo / "data", run, config, workers=2, verbose=0)
+    assert (run / "history" / "heads.csv").read_text() == heads_before, "heads was run again"
+    assert [r["epoch"] for r in _history(run, "finetune")] == ["0", "1", "2"], "finetune did not resume at epoch 2"
+    assert state["completed"]["finetune"]["epochs_run_now"] == 1
+    assert set(state["completed"]) == {"heads", "finetune", "polish"}
+
+
+def test_same_seed_same_run(demo, tmp_path):
+    config = tiny_config(stages=[{**STAGES[0], "epochs": 2}])
+    for name in ("a", "b"):
+        train(demo / "data", tmp_path / name, config, workers=2, verbose=0)
+    a, b = _history(tmp_path / "a", "heads"), _history(tmp_path / "b", "heads")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
