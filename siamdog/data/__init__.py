@@ -1,0 +1,1 @@
+"""Data: organizing files, reading images, augmentation, batches and pairs."""

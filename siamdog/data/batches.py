@@ -1,0 +1,179 @@
+"""Batch sources for `model.fit`: class folders -> (images, one-hot labels) -> Siamese pairs."""
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from siamdog.data.augment import Augmentation
+from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
+from siamdog.data.pairing import pair_permutation, same_class
+from siamdog.errors import SiamdogError
+
+log = logging.getLogger(__name__)
+
+
+def list_classes(directory: str | os.PathLike) -> list[str]:
+    """Sorted names of the class folders in `directory`."""
+    if not os.path.isdir(directory):
+        raise SiamdogError(f"{directory}: not a folder of class folders")
+    return sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+
+
+def index_class_folders(directory: str | os.PathLike, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Image paths relative to `directory` and their class indices, in sorted order.
+
+    Lists names only; nothing is decoded. Folders missing for some classes are fine (a
+    valid split may lack a class); unknown folders are ignored.
+    """
+    filenames, labels = [], []
+    for index, name in enumerate(classes):
+        folder = os.path.join(directory, name)
+        if not os.path.isdir(folder):
+            continue
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                filenames.append(os.path.join(name, entry.name))
+                labels.append(index)
+    return filenames, np.asarray(labels, dtype=np.int64)
+
+
+class DirectoryBatches(keras.utils.PyDataset):
+    """(images, one-hot labels) batches from class folders, as ImageDataGenerator.flow_from_directory gives.
+
+    The same contract: `class_indices` from sorted folder names (or `classes`), `classes`
+    (label per file), `filenames`, `samples`, one-hot float32 labels, float32 RGB pixels in
+    [0, 255] at `target_size`, an order reshuffled every epoch. Images are decoded with
+    OpenCV; `workers` threads load batches in parallel (OpenCV releases the GIL).
+
+    Shuffling and augmentation are seeded from (seed, epoch, batch index), so a batch is the
+    same whichever worker makes it. A file that has become unreadable since it was listed is
+    replaced by the next readable file of the batch order, and logged once.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        target_size: tuple[int, int] = (299, 299),
+        batch_size: int = 32,
+        shuffle: bool = True,
+        seed: int = 0,
+        augmentation: Augmentation | None = None,
+        classes: Sequence[str] | None = None,
+        workers: int = 1,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        self.directory = str(directory)
+        self.target_size = tuple(target_size)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augmentation = augmentation
+        class_names = list(classes) if classes is not None else list_classes(directory)
+        self.class_indices = {name: i for i, name in enumerate(class_names)}
+        self.num_classes = len(class_names)
+        self.filenames, self.classes = index_class_folders(directory, class_names)
+        self.samples = len(self.filenames)
+        if self.samples == 0:
+            raise SiamdogError(f"{directory}: no images found in class folders")
+        self.unreadable: set[int] = set()
+        self._lock = threading.Lock()
+        self.epoch = 0
+        self.index_array = self._order(0)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.samples)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order and augmentations of `epoch` (for resuming a run mid-way)."""
+        self.epoch = epoch
+        self.index_array = self._order(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(self.samples / self.batch_size)
+
+    def _load(self, position: int) -> tuple[np.ndarray, int]:
+        """The image at `position` in this epoch's order, or the next readable one after it."""
+        for step in range(self.samples):
+            index = int(self.index_array[(position + step) % self.samples])
+            if index in self.unreadable:
+                continue
+            try:
+                return load_image(os.path.join(self.directory, self.filenames[index]), self.target_size), index
+            except UnreadableImage as e:
+                with self._lock:
+                    self.unreadable.add(index)
+                log.warning("skipping %s: %s (%d unreadable so far)", self.filenames[index], e, len(self.unreadable))
+        raise SiamdogError(f"{self.directory}: no readable image left")
+
+    def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        start = batch_index * self.batch_size
+        count = min(self.batch_size, self.samples - start)
+        rng = np.random.default_rng([self.seed, self.epoch, batch_index])
+        x = np.empty((count, *self.target_size, 3), dtype=np.float32)
+        labels = np.empty(count, dtype=np.int64)
+        for k in range(count):
+            image, index = self._load(start + k)
+            if self.augmentation is not None:
+                image = self.augmentation.apply(image, rng)
+            x[k] = image
+            labels[k] = self.classes[index]
+        return x, keras.utils.to_categorical(labels, self.num_classes).astype(np.float32)
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+
+class PairedBatches(keras.utils.PyDataset):
+    """Siamese batches `((x1, x2), (y1, y2, same))` from any flow_from_directory-like source.
+
+    `source` needs `len()`, `source[i] -> (x, one-hot y)` and `on_epoch_end()`: a
+    DirectoryBatches or a legacy ImageDataGenerator iterator. Every `pair_every`-th batch is
+    paired with a permutation of itself that swaps same-class samples (positive pairs); the
+    others are paired with the next batch (mostly negative pairs). The fraction of positive
+    pairs of the last finished epoch is in `last_epoch_positive_fraction`.
+    """
+
+    def __init__(self, source, pair_every: int = 4, workers: int = 1, max_queue_size: int = 10):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
+        if pair_every < 1:
+            raise ValueError(f"pair_every must be >= 1, got {pair_every}")
+        self.source = source
+        self.pair_every = pair_every
+        self._lock = threading.Lock()
+        self._positives = 0
+        self._pairs = 0
+        self.last_epoch_positive_fraction: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, batch_index: int):
+        x1, y1 = self.source[batch_index]
+        labels_1 = np.argmax(y1, axis=1)
+        if batch_index % self.pair_every == 0:
+            order = pair_permutation(labels_1)
+            x2, y2 = x1[order], y1[order]
+        else:
+            x_next, y_next = self.source[(batch_index + 1) % len(self.source)]
+            # The next batch may be shorter (the last one): wrap around it to match x1.
+            wrap = np.arange(len(x1)) % len(x_next)
+            x2, y2 = x_next[wrap], y_next[wrap]
+        same = same_class(labels_1, np.argmax(y2, axis=1))
+        with self._lock:
+            self._positives += int(same.sum())
+            self._pairs += len(same)
+        return (x1, x2), (y1, y2, same[:, None])
+
+    def on_epoch_end(self) -> None:
+        with self._lock:
+            self.last_epoch_positive_fraction = self._positives / self._pairs if self._pairs else None
+            self._positives = self._pairs = 0
+        self.source.on_epoch_end()

@@ -1,0 +1,103 @@
+"""Where labels come from: file names, CSV files and whitespace-separated text files.
+
+Pure functions over strings, so they can be tested without touching a disk.
+"""
+
+import csv
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from siamdog.errors import SiamdogError
+
+ID_COLUMNS = ("id", "image", "image_id", "file", "filename", "name", "path")
+LABEL_COLUMNS = ("breed", "label", "class", "category", "typeid", "type")
+
+# Device names that Windows refuses as file names, whatever the extension.
+_RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+_UNSAFE_CHARS = re.compile(r"[^\w.\- +()\[\]]")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of a labels file: an image reference, its label and the line it came from."""
+
+    image: str
+    label: str
+    line: int
+
+
+def label_from_filename(filename: str) -> str | None:
+    """The label before the first underscore of `typeid_hash.jpg`, or None if there is none."""
+    stem = PurePath(filename).stem
+    head, sep, _ = stem.partition("_")
+    return head if sep and head.strip() else None
+
+
+def safe_name(text: str) -> str:
+    """A single path component that is safe on every file system, derived from `text`.
+
+    Separators and control characters become `_`, leading and trailing dots and spaces
+    go (so `..` and `../x` cannot climb out of a folder), Windows device names get a
+    prefix. Returns "" when nothing usable is left.
+    """
+    name = unicodedata.normalize("NFC", text).strip()
+    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
+    if name.split(".")[0].upper() in _RESERVED_NAMES:
+        name = "_" + name
+    return name[:200]
+
+
+def detect_labels_format(first_line: str, filename: str = "") -> str:
+    """'csv' for comma-separated files (by extension or a comma in the header), else 'txt'."""
+    if filename.lower().endswith(".csv") or "," in first_line:
+        return "csv"
+    return "txt"
+
+
+def _find_column(header: list[str], wanted: str | None, known: tuple[str, ...], role: str) -> int:
+    lowered = [h.strip().lower() for h in header]
+    if wanted is not None:
+        if wanted.strip().lower() not in lowered:
+            raise SiamdogError(f"labels file has no column {wanted!r} (columns: {', '.join(header)})")
+        return lowered.index(wanted.strip().lower())
+    for name in known:
+        if name in lowered:
+            return lowered.index(name)
+    raise SiamdogError(
+        f"labels file has no {role} column (columns: {', '.join(header)}; looked for: "
+        f"{', '.join(known)}); name it with --{role}-column"
+    )
+
+
+def parse_labels_csv(text: str, id_column: str | None = None, label_column: str | None = None) -> list[LabelRow]:
+    """Rows of a CSV labels file with a header, such as Kaggle's `id,breed`."""
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header = next(reader, None)
+    if not header:
+        raise SiamdogError("labels file is empty")
+    id_idx = _find_column(header, id_column, ID_COLUMNS, "id")
+    label_idx = _find_column(header, label_column, LABEL_COLUMNS, "label")
+    rows = []
+    for line, fields in enumerate(reader, start=2):
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) <= max(id_idx, label_idx):
+            raise SiamdogError(f"labels file line {line}: expected {len(header)} columns, found {len(fields)}")
+        rows.append(LabelRow(fields[id_idx].strip(), fields[label_idx].strip(), line))
+    return rows
+
+
+def parse_labels_txt(text: str) -> list[LabelRow]:
+    """Rows of a whitespace-separated labels file (Baidu's `<image> <label> ...`)."""
+    rows = []
+    for line, raw in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) < 2:
+            raise SiamdogError(f"labels file line {line}: expected '<image> <label>', found {raw.strip()!r}")
+        rows.append(LabelRow(fields[0], fields[1], line))
+    return rows

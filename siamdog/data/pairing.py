@@ -1,0 +1,34 @@
+"""Which samples of a batch form pairs: a pure function of the labels."""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def pair_permutation(labels: Sequence[int]) -> np.ndarray:
+    """An index permutation that puts as many samples as possible next to a same-class partner.
+
+    Samples of one class are paired greedily in order of appearance and swapped with each
+    other (the permutation is its own inverse). The samples left without a partner, at most
+    one per class, are then paired among themselves in the same way; if their number is odd,
+    the last one stays in place. So `labels[perm[i]] == labels[i]` for every sample that has a
+    same-class partner, and `perm[i] == i` only for a lone leftover.
+    """
+    labels = np.asarray(labels)
+    perm = np.arange(len(labels))
+    waiting: dict = {}
+    for i, label in enumerate(labels.tolist()):
+        j = waiting.pop(label, None)
+        if j is None:
+            waiting[label] = i
+        else:
+            perm[i], perm[j] = j, i
+    leftovers = sorted(waiting.values())
+    for a, b in zip(leftovers[0::2], leftovers[1::2]):
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def same_class(labels_1: Sequence[int], labels_2: Sequence[int]) -> np.ndarray:
+    """The binary target of the pair head: 1.0 where both samples have the same class."""
+    return (np.asarray(labels_1) == np.asarray(labels_2)).astype("float32")
