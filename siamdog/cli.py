@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", default="copy", choices=("copy", "hard", "sym"), help="copy files (default) or link them")
     p.add_argument("--force", action="store_true", help="redo a DST made from another source or with other settings")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="parallel file checks")
-    p.set_defaults(run=_organize)
+    p.set_defaults(handler=_organize)
 
     p = commands.add_parser("train", help="train (or resume) a run in stages")
     p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage")
     p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
-    p.set_defaults(run=_train)
+    p.set_defaults(handler=_train)
 
     for name, helptext in (("evaluate", "score a model on labelled class folders"), ("predict", "label an unlabelled folder")):
         p = commands.add_parser(name, help=helptext)
@@ -134,11 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder of class folders, e.g. DATA/valid")
             p.add_argument("--out", help="folder for predictions.csv and confusion_matrix.png (default: RUN/evaluation)")
-            p.set_defaults(run=_evaluate)
+            p.set_defaults(handler=_evaluate)
         else:
             p.add_argument("--images", required=True, help="folder of images")
             p.add_argument("--out", required=True, help="output file of label<TAB>image_id lines")
-            p.set_defaults(run=_predict)
+            p.set_defaults(handler=_predict)
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
 
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, default=15)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_demo_data)
+    p.set_defaults(handler=_demo_data)
     return parser
 
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return args.run(args)
+        return args.handler(args)
     except SiamdogError as e:
         print(f"siamdog {args.command}: error: {e}", file=sys.stderr)
         return 2

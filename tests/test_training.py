@@ -5,13 +5,14 @@ epoch on a CPU; the classes are still learnable well above chance.
 """
 
 import csv
+import json
 from pathlib import Path
 
 import keras
 import pytest
 
 from siamdog.cli import main
-from siamdog.config import load_config
+from siamdog.config import load_config, save_config
 from siamdog.data.organize import organize
 from siamdog.demo import make_demo_images
 from siamdog.errors import SiamdogError
@@ -142,7 +143,7 @@ class InterruptAt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_path):
+def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_path, capsys):
     run = tmp_path / "run"
     config = tiny_config(stages=[{**STAGES[0], "epochs": 2}, STAGES[1], STAGES[2]])
     in_finetune = lambda: (run / "checkpoints" / "heads.weights.h5").exists()  # noqa: E731
@@ -152,7 +153,12 @@ def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_pa
     assert [r["epoch"] for r in _history(run, "finetune")] == ["0", "1"]
     assert not (run / "checkpoints" / "finetune.weights.h5").exists()
 
-    state = train(demo / "data", run, config, workers=2, verbose=0)
+    # Resume through the command line, as a user would, with the same settings in a file.
+    save_config(config, tmp_path / "config.yaml")
+    argv = ["train", "--data", str(demo / "data"), "--run", str(run), "--config", str(tmp_path / "config.yaml"), "--workers", "2"]
+    assert main(argv) == 0
+    assert "best val_accuracy" in capsys.readouterr().out
+    state = json.loads((run / "state.json").read_text())
     assert (run / "history" / "heads.csv").read_text() == heads_before, "heads was run again"
     assert [r["epoch"] for r in _history(run, "finetune")] == ["0", "1", "2"], "finetune did not resume at epoch 2"
     assert state["completed"]["finetune"]["epochs_run_now"] == 1
