@@ -55,28 +55,18 @@ class StageConfig:
 
 def default_stages() -> list[StageConfig]:
     """The original recipe: heads on a frozen tower, then the last two blocks, then no augmentation."""
-    return [
-        StageConfig(name="heads", epochs=30, optimizer="nadam", learning_rate=2e-3, binary_loss_weight=0.0),
-        StageConfig(
-            name="finetune",
-            epochs=30,
-            optimizer="sgd",
-            learning_rate=1e-4,
-            momentum=0.9,
-            trainable_blocks=2,
-            binary_loss_weight=0.5,
-        ),
-        StageConfig(
-            name="polish",
-            epochs=30,
-            optimizer="sgd",
-            learning_rate=1e-5,
-            momentum=0.9,
-            trainable_blocks=2,
-            binary_loss_weight=0.5,
-            augment=False,
-        ),
-    ]
+    heads = StageConfig(name="heads", epochs=30, optimizer="nadam", learning_rate=2e-3)
+    finetune = StageConfig(
+        name="finetune",
+        epochs=30,
+        optimizer="sgd",
+        learning_rate=1e-4,
+        momentum=0.9,
+        trainable_blocks=2,
+        binary_loss_weight=0.5,
+    )
+    polish = dataclasses.replace(finetune, name="polish", learning_rate=1e-5, augment=False)
+    return [heads, finetune, polish]
 
 
 @dataclass(config=_STRICT)

@@ -172,3 +172,13 @@ def test_same_seed_same_run(demo, tmp_path):
     a, b = _history(tmp_path / "a", "heads"), _history(tmp_path / "b", "heads")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
+
+
+def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
+    run = tmp_path / "run"
+    state = train(demo / "data", run, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 3}]), workers=2, verbose=0)
+    rows = _history(run, "heads")
+    assert "accuracy" in rows[0] and "positive_pair_fraction" not in rows[0]
+    model = keras.saving.load_model(run / "best.keras")
+    assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
+    assert state["best"]["val_accuracy"] >= 0.5, "chance is 0.25"
