@@ -7,6 +7,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
 
+from siamdog.data.images import DEFAULT_MAX_PIXELS  # noqa: E402
 from siamdog.errors import SiamdogError  # noqa: E402
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -27,6 +28,7 @@ def _organize(args) -> int:
         link=args.link,
         force=args.force,
         workers=args.workers,
+        max_pixels=args.max_pixels,
     )
     print(result.summary())
     return 0
@@ -70,7 +72,9 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from siamdog.evaluate import evaluate
 
-    result = evaluate(args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers)
+    result = evaluate(
+        args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels
+    )
     print(result.summary())
     print()
     print(result.report)
@@ -80,7 +84,9 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from siamdog.evaluate import predict
 
-    count = predict(args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers)
+    count = predict(
+        args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels
+    )
     print(f"wrote {count} predictions to {args.out}")
     return 0
 
@@ -111,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", default="copy", choices=("copy", "hard", "sym"), help="copy files (default) or link them")
     p.add_argument("--force", action="store_true", help="redo a DST made from another source or with other settings")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="parallel file checks")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
     p.set_defaults(handler=_organize)
 
     p = commands.add_parser("train", help="train (or resume) a run in stages")
@@ -141,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(handler=_predict)
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+        p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
 
     p = commands.add_parser("demo-data", help="generate the small learnable demo image set")
     p.add_argument("raw", help="flat folder for training images named <class>_<id>.jpg")
@@ -162,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except SiamdogError as e:
         print(f"siamdog {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder without write permission, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"siamdog {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"siamdog {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
         return 130

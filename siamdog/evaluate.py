@@ -13,7 +13,7 @@ from sklearn.metrics import classification_report, confusion_matrix, top_k_accur
 from tqdm import tqdm
 
 from siamdog.data.batches import index_class_folders, list_classes
-from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
+from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.errors import SiamdogError
 from siamdog.plots import plot_confusion_matrix
 
@@ -45,7 +45,12 @@ def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str]]:
 
 
 def predict_files(
-    classifier: keras.Model, paths: list[str], batch_size: int = 32, workers: int = 4, progress: bool = True
+    classifier: keras.Model,
+    paths: list[str],
+    batch_size: int = 32,
+    workers: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities for each readable file, and a mask of which files were readable."""
     size = tuple(classifier.input_shape[1:3])
@@ -54,7 +59,7 @@ def predict_files(
 
     def load(path):
         try:
-            return load_image(path, size)
+            return load_image(path, size, max_pixels)
         except UnreadableImage as e:
             log.debug("skipping %s: %s", path, e)
             return None
@@ -103,6 +108,7 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
     workers: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> Evaluation:
     """Score the classifier on `data_dir/<class>/` images; write predictions.csv and
@@ -117,7 +123,7 @@ def evaluate(
     if not filenames:
         raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes")
     probabilities, readable = predict_files(
-        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, progress
+        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, max_pixels, progress
     )
     if not readable.any():
         raise SiamdogError(f"{data_dir}: no readable image")
@@ -165,6 +171,7 @@ def predict(
     out_file: str | os.PathLike,
     batch_size: int = 32,
     workers: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> int:
     """Write `label<TAB>image_id` lines (the Baidu competition's submission format) for the
@@ -173,7 +180,7 @@ def predict(
     paths = list_images(images_dir)
     if not paths:
         raise SiamdogError(f"{images_dir}: no image files")
-    probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, progress)
+    probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, max_pixels, progress)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with open(out_file, "w", encoding="utf-8", errors="surrogateescape") as f:

@@ -63,8 +63,10 @@ def test_a_file_broken_after_listing_is_replaced_not_yielded(folders, caplog):
         f.write(b"garbage")
     x, y = batches[0]
     assert x.shape[0] == 13 and y.shape[0] == 13
-    assert batches.unreadable == {2}
-    assert "skipping" in caplog.text
+    assert list(batches.unreadable) == [2]
+    batches.on_epoch_end()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "skipped 1 unreadable image(s)" in warnings[0]
 
 
 def _check_pairs(paired, index):

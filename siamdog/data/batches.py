@@ -52,7 +52,8 @@ class DirectoryBatches(keras.utils.PyDataset):
 
     Shuffling and augmentation are seeded from (seed, epoch, batch index), so a batch is the
     same whichever worker makes it. A file that has become unreadable since it was listed is
-    replaced by the next readable file of the batch order, and logged once.
+    replaced by the next readable file of the batch order, so batches keep their size; one
+    warning line per epoch counts them.
     """
 
     def __init__(
@@ -81,7 +82,8 @@ class DirectoryBatches(keras.utils.PyDataset):
         self.samples = len(self.filenames)
         if self.samples == 0:
             raise SiamdogError(f"{directory}: no images found in class folders")
-        self.unreadable: set[int] = set()
+        self.unreadable: dict[int, str] = {}  # index -> reason, for files that went bad after listing
+        self._reported = 0
         self._lock = threading.Lock()
         self.epoch = 0
         self.index_array = self._order(0)
@@ -109,9 +111,20 @@ class DirectoryBatches(keras.utils.PyDataset):
                 return load_image(os.path.join(self.directory, self.filenames[index]), self.target_size), index
             except UnreadableImage as e:
                 with self._lock:
-                    self.unreadable.add(index)
-                log.warning("skipping %s: %s (%d unreadable so far)", self.filenames[index], e, len(self.unreadable))
+                    self.unreadable[index] = str(e)
         raise SiamdogError(f"{self.directory}: no readable image left")
+
+    def report_unreadable(self) -> None:
+        """One warning line for the files found unreadable since the last report."""
+        with self._lock:
+            new = list(self.unreadable.items())[self._reported :]
+            self._reported = len(self.unreadable)
+        if new:
+            index, reason = new[0]
+            log.warning(
+                "%s: skipped %d unreadable image(s) (%d in all), replaced by others of the batch; first: %s (%s)",
+                self.directory, len(new), len(self.unreadable), self.filenames[index], reason,
+            )
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         start = batch_index * self.batch_size
@@ -128,6 +141,7 @@ class DirectoryBatches(keras.utils.PyDataset):
         return x, keras.utils.to_categorical(labels, self.num_classes).astype(np.float32)
 
     def on_epoch_end(self) -> None:
+        self.report_unreadable()
         self.set_epoch(self.epoch + 1)
 
 

@@ -1,9 +1,17 @@
 """Reading image files with OpenCV into RGB uint8 arrays, whatever their depth and channels."""
 
+import io
 import os
+import warnings
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# Pixels an image may claim before it is refused undecoded (a decompression bomb: a tiny file
+# that says it is 30000 x 30000). Pillow refuses headers above twice its own limit by itself,
+# so a larger value has no effect.
+DEFAULT_MAX_PIXELS = 100_000_000
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".jp2"}
@@ -38,26 +46,45 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise UnreadableImage(f"unsupported number of channels: {channels}")
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def check_pixel_count(data: bytes, max_pixels: int) -> None:
+    """Refuse an image whose header claims more than `max_pixels`, without decoding it.
+
+    Pillow reads only the header here; formats it does not know are left to OpenCV.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        raise UnreadableImage(f"claims more than {max_pixels} pixels (decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return
+    if width * height > max_pixels:
+        raise UnreadableImage(f"claims {width}x{height} pixels, more than the limit of {max_pixels}")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes into RGB uint8; raise UnreadableImage if they are not one."""
     if not data:
         raise UnreadableImage("empty file")
     if is_truncated_jpeg(data):
         raise UnreadableImage("truncated JPEG")
+    check_pixel_count(data, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise UnreadableImage("not a decodable image")
     return to_rgb_uint8(image)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read and decode one image file (any path, including non-ASCII) into RGB uint8."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise UnreadableImage(e.strerror or str(e)) from e
-    return decode_image(data)
+    return decode_image(data, max_pixels)
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -69,6 +96,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+def load_image(path: str | os.PathLike, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read one image file and resize it to (height, width)."""
-    return resize_image(read_image(path), size)
+    return resize_image(read_image(path, max_pixels), size)

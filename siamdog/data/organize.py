@@ -17,7 +17,7 @@ from pathlib import Path, PurePath
 
 from tqdm import tqdm
 
-from siamdog.data.images import UnreadableImage, decode_image
+from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, decode_image
 from siamdog.data.labels import (
     detect_labels_format,
     label_from_filename,
@@ -249,6 +249,7 @@ def organize(
     link: str = "copy",
     force: bool = False,
     workers: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> OrganizeResult:
     """Organize SRC into DST (see the module docstring); returns counts and rejections."""
@@ -303,7 +304,7 @@ def organize(
         source, target = src / items[k].source, targets[k]
         try:
             data = source.read_bytes()
-            decode_image(data)
+            decode_image(data, max_pixels)
         except UnreadableImage as e:
             return str(e)
         except OSError as e:

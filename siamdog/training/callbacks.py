@@ -38,6 +38,7 @@ class ClassifierValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         probabilities, labels = classifier_scores(self.classifier, self.batches)
+        self.batches.report_unreadable()
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
         logs["val_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))
         logs["val_loss"] = float(-np.mean(np.log(picked)))
@@ -88,9 +89,7 @@ class SaveBestClassifier(keras.callbacks.Callback):
         score = logs.get("val_accuracy")
         if score is None or (self.best is not None and score <= self.best["val_accuracy"]):
             return
-        tmp = os.path.join(os.path.dirname(self.model_path), ".tmp-" + os.path.basename(self.model_path))
-        self.classifier.save(tmp)
-        os.replace(tmp, self.model_path)
+        replace_atomically(self.model_path, self.classifier.save)
         self.best = {"val_accuracy": score, "stage": self.stage, "epoch": epoch + 1}
         write_json(self.score_path, self.best)
         log.info("new best model: val_accuracy %.4f (%s, epoch %d)", score, self.stage, epoch + 1)
@@ -116,8 +115,26 @@ def read_json(path: str) -> dict | None:
         return None
 
 
-def write_json(path: str, value) -> None:
+def replace_atomically(path: str | os.PathLike, write) -> None:
+    """Call `write(tmp)` on a temporary name beside `path`, then rename it over `path`.
+
+    A crash or a full disk while writing leaves the previous file as it was, and no
+    temporary behind when the failure is an exception.
+    """
+    path = os.fspath(path)
     tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, value) -> None:
+    def dump(tmp):
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1)
+
+    replace_atomically(path, dump)

@@ -15,7 +15,9 @@ Running again on the same run directory skips finished stages and resumes the cu
 the epoch after the last one that finished.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import keras
 
-from siamdog.config import TrainConfig, config_to_dict, load_config, save_config
+from siamdog.config import StageConfig, TrainConfig, config_to_dict, load_config, save_config
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.errors import SiamdogError
@@ -37,6 +39,7 @@ from siamdog.training.callbacks import (
     SaveBestClassifier,
     TrainingCurves,
     read_json,
+    replace_atomically,
     write_json,
 )
 from siamdog.training.stages import compile_stage, make_optimizer
@@ -80,6 +83,35 @@ class RunPaths:
 
     def backup(self, stage: str) -> Path:
         return self.root / "backup" / stage
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(path: Path):
+    """Hold an exclusive lock on a run folder for as long as this process trains in it.
+
+    An flock belongs to the open file: the kernel drops it when the process ends, however it
+    ends, so a killed run never leaves the folder locked.
+    """
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise SiamdogError(f"{path.parent} is being trained by {holder}; wait for it to finish or use another --run") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
 
 
 def seed_everything(seed: int) -> None:
@@ -148,9 +180,52 @@ def train(
     data_dir, run = Path(data_dir), RunPaths(Path(run_dir))
     train_dir, valid_dir, classes = _data_folders(data_dir)
     selected = _select_stages(config, stages)
-    prepare_run(run, config, classes)
-    seed_everything(config.seed)
+    run.root.mkdir(parents=True, exist_ok=True)
+    with run_lock(run.lock):
+        prepare_run(run, config, classes)
+        return _run_stages(run, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose)
 
+
+def _stage_callbacks(
+    run: RunPaths, stage: StageConfig, stage_names: list[str], classifier: keras.Model, valid: DirectoryBatches
+) -> list[keras.callbacks.Callback]:
+    """Validation first (it adds val_accuracy to the logs), then what monitors or records it.
+
+    BackupAndRestore comes before CSVLogger: a crash between the two then costs a history
+    row at worst, never a repeated one.
+    """
+    run.history(stage.name).parent.mkdir(exist_ok=True)
+    return [
+        ClassifierValidation(classifier, valid),
+        SaveBestClassifier(classifier, str(run.best_model), stage.name),
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy",
+            mode="max",
+            factor=stage.reduce_lr_factor,
+            patience=stage.reduce_lr_patience,
+            min_lr=stage.min_learning_rate,
+        ),
+        keras.callbacks.BackupAndRestore(str(run.backup(stage.name)), double_checkpoint=True),
+        keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
+        TrainingCurves([(s, str(run.history(s))) for s in stage_names], str(run.curves)),
+    ]
+
+
+def _run_stages(
+    run: RunPaths,
+    train_dir: Path,
+    valid_dir: Path,
+    classes: list[str],
+    config: TrainConfig,
+    selected: list[str],
+    workers: int,
+    callbacks: list[keras.callbacks.Callback],
+    verbose: str | int,
+) -> dict:
+    seed_everything(config.seed)
     tower = build_tower(config.backbone, config.weights, config.image_size)
     model = build_model(config.mode, tower, len(classes), config.dropout)
     classifier = classifier_of(model)
@@ -181,37 +256,20 @@ def train(
             classes=classes,
             workers=1 if config.mode == "multiloss" else workers,
         )
-        stage_callbacks = [EpochOrder(batches), ClassifierValidation(classifier, valid)]
-        data = batches
+        data, sampler_callbacks = batches, [EpochOrder(batches)]
         if config.mode == "multiloss":
             data = PairedBatches(batches, config.pair_every, workers=workers)
-            stage_callbacks.append(PositivePairFraction(data))
-        run.history(stage.name).parent.mkdir(exist_ok=True)
-        histories = [(s, str(run.history(s))) for s in config.stage_names()]
-        stage_callbacks += [
-            SaveBestClassifier(classifier, str(run.best_model), stage.name),
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
-            ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_accuracy",
-                mode="max",
-                factor=stage.reduce_lr_factor,
-                patience=stage.reduce_lr_patience,
-                min_lr=stage.min_learning_rate,
-            ),
-            keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
-            keras.callbacks.BackupAndRestore(str(run.backup(stage.name)), double_checkpoint=True),
-            TrainingCurves(histories, str(run.curves)),
+            sampler_callbacks.append(PositivePairFraction(data))
+        stage_callbacks = [
+            *sampler_callbacks,
+            *_stage_callbacks(run, stage, config.stage_names(), classifier, valid),
             *callbacks,
         ]
         started = time.monotonic()
         history = model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
-        tmp = run.checkpoint(stage.name).with_name(f".tmp-{stage.name}.weights.h5")
-        model.save_weights(tmp)
-        os.replace(tmp, run.checkpoint(stage.name))
+        replace_atomically(run.checkpoint(stage.name), model.save_weights)
         state["completed"][stage.name] = {
             "epochs_run_now": len(history.epoch),
             "seconds": round(seconds, 1),
