@@ -1,5 +1,6 @@
 """Shared fixtures: small generated images and datasets, and the path to ../shared."""
 
+import csv
 import os
 from pathlib import Path
 
@@ -42,3 +43,35 @@ def shared_dir() -> Path:
     if not (SHARED / "data" / "dogs120" / "labels.csv").is_file():
         pytest.skip(f"needs the shared data set at {SHARED}/data/dogs120 (not present on this machine)")
     return SHARED
+
+
+NUM_CLASSES = 4
+STAGES = [
+    {"name": "heads", "epochs": 4, "optimizer": "nadam", "learning_rate": 2e-3},
+    {"name": "finetune", "epochs": 3, "optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "trainable_blocks": 2, "binary_loss_weight": 0.5},
+    {"name": "polish", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "trainable_blocks": 2, "binary_loss_weight": 0.5, "augment": False},
+]
+
+
+def tiny_config(**changes):
+    """A run that takes seconds per epoch on a CPU: random tower at 71 px, few epochs."""
+    from siamdog.config import load_config
+
+    return load_config(None, {"weights": "none", "image_size": 71, "batch_size": 16, "stages": STAGES, **changes})
+
+
+def read_history(run: Path, stage: str) -> list[dict]:
+    with open(run / "history" / f"{stage}.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """The generated demo set, organized: DEMO/data/{train,valid} and held-out DEMO/test."""
+    from siamdog.data.organize import organize
+    from siamdog.demo import make_demo_images
+
+    root = tmp_path_factory.mktemp("demo")
+    make_demo_images(root / "raw", root / "test", num_classes=NUM_CLASSES, per_class=30, test_per_class=8, size=72)
+    organize(root / "raw", root / "data", progress=False)
+    return root

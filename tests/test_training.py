@@ -13,30 +13,10 @@ import pytest
 
 from siamdog.cli import main
 from siamdog.config import load_config, save_config
-from siamdog.data.organize import organize
-from siamdog.demo import make_demo_images
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import evaluate
 from siamdog.training.trainer import train
-
-NUM_CLASSES = 4
-STAGES = [
-    {"name": "heads", "epochs": 4, "optimizer": "nadam", "learning_rate": 2e-3},
-    {"name": "finetune", "epochs": 3, "optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "trainable_blocks": 2, "binary_loss_weight": 0.5},
-    {"name": "polish", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "trainable_blocks": 2, "binary_loss_weight": 0.5, "augment": False},
-]
-
-
-def tiny_config(**changes):
-    return load_config(None, {"weights": "none", "image_size": 71, "batch_size": 16, "stages": STAGES, **changes})
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_images(root / "raw", root / "test", num_classes=NUM_CLASSES, per_class=30, test_per_class=8, size=72)
-    organize(root / "raw", root / "data", progress=False)
-    return root
+from tests.conftest import NUM_CLASSES, STAGES, read_history, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +26,14 @@ def trained_run(demo) -> Path:
     return run
 
 
-def _history(run: Path, stage: str) -> list[dict]:
-    with open(run / "history" / f"{stage}.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def test_all_stages_run_and_leave_a_complete_run_folder(trained_run):
     state_text = (trained_run / "state.json").read_text()
     for stage in ("heads", "finetune", "polish"):
         assert f'"{stage}"' in state_text
         assert (trained_run / "checkpoints" / f"{stage}.weights.h5").is_file()
-        rows = _history(trained_run, stage)
+        rows = read_history(trained_run, stage)
         assert rows and {"val_accuracy", "val_loss", "loss"} <= set(rows[0])
-    assert "positive_pair_fraction" in _history(trained_run, "finetune")[0]
+    assert "positive_pair_fraction" in read_history(trained_run, "finetune")[0]
     assert load_config(trained_run / "config.yaml") == tiny_config()
     assert (trained_run / "classes.txt").read_text().splitlines() == ["bluetriangle", "greensquare", "reddisc", "yellowring"]
     assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -150,7 +125,7 @@ def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train(demo / "data", run, config, workers=2, verbose=0, callbacks=[InterruptAt(in_finetune, epoch=1)])
     heads_before = (run / "history" / "heads.csv").read_text()
-    assert [r["epoch"] for r in _history(run, "finetune")] == ["0", "1"]
+    assert [r["epoch"] for r in read_history(run, "finetune")] == ["0", "1"]
     assert not (run / "checkpoints" / "finetune.weights.h5").exists()
 
     # Resume through the command line, as a user would, with the same settings in a file.
@@ -160,8 +135,9 @@ def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_pa
     assert "best val_accuracy" in capsys.readouterr().out
     state = json.loads((run / "state.json").read_text())
     assert (run / "history" / "heads.csv").read_text() == heads_before, "heads was run again"
-    assert [r["epoch"] for r in _history(run, "finetune")] == ["0", "1", "2"], "finetune did not resume at epoch 2"
+    assert [r["epoch"] for r in read_history(run, "finetune")] == ["0", "1", "2"], "finetune did not resume at epoch 2"
     assert state["completed"]["finetune"]["epochs_run_now"] == 1
+    assert state["completed"]["polish"]["epochs_run_now"] == 1, "the stage after a resumed one must run from epoch 0"
     assert set(state["completed"]) == {"heads", "finetune", "polish"}
 
 
@@ -169,7 +145,7 @@ def test_same_seed_same_run(demo, tmp_path):
     config = tiny_config(stages=[{**STAGES[0], "epochs": 2}])
     for name in ("a", "b"):
         train(demo / "data", tmp_path / name, config, workers=2, verbose=0)
-    a, b = _history(tmp_path / "a", "heads"), _history(tmp_path / "b", "heads")
+    a, b = read_history(tmp_path / "a", "heads"), read_history(tmp_path / "b", "heads")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
 
@@ -177,7 +153,7 @@ def test_same_seed_same_run(demo, tmp_path):
 def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     run = tmp_path / "run"
     state = train(demo / "data", run, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 3}]), workers=2, verbose=0)
-    rows = _history(run, "heads")
+    rows = read_history(run, "heads")
     assert "accuracy" in rows[0] and "positive_pair_fraction" not in rows[0]
     model = keras.saving.load_model(run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)

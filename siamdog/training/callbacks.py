@@ -95,6 +95,19 @@ class SaveBestClassifier(keras.callbacks.Callback):
         log.info("new best model: val_accuracy %.4f (%s, epoch %d)", score, self.stage, epoch + 1)
 
 
+class StageBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore for one stage, when several `fit` calls train the same model.
+
+    Keras's restore sets the model's `_initial_epoch`, which every later `fit` also reads:
+    after a resumed stage, the next stage would start at the restored epoch and might run
+    none at all. Clearing it when the stage ends keeps stages independent.
+    """
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        self.model._initial_epoch = None
+
+
 class TrainingCurves(keras.callbacks.Callback):
     """Redraws the training-curves PNG after every epoch from the stages' CSV histories."""
 

@@ -37,6 +37,7 @@ from siamdog.training.callbacks import (
     EpochOrder,
     PositivePairFraction,
     SaveBestClassifier,
+    StageBackupAndRestore,
     TrainingCurves,
     read_json,
     replace_atomically,
@@ -208,7 +209,7 @@ def _stage_callbacks(
             patience=stage.reduce_lr_patience,
             min_lr=stage.min_learning_rate,
         ),
-        keras.callbacks.BackupAndRestore(str(run.backup(stage.name)), double_checkpoint=True),
+        StageBackupAndRestore(str(run.backup(stage.name)), double_checkpoint=True),
         keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
         TrainingCurves([(s, str(run.history(s))) for s in stage_names], str(run.curves)),
     ]

@@ -1,0 +1,172 @@
+"""Kills, Ctrl-C, two trainers on one run folder, and a full disk: nothing finished is lost."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from siamdog.cli import main
+from siamdog.config import save_config
+from siamdog.data.organize import organize
+from siamdog.errors import SiamdogError
+from siamdog.training.trainer import run_lock, train
+from tests.conftest import read_history, tiny_config, write_image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "siamdog.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_organize_killed_at_random_points_completes_on_rerun(tmp_path):
+    src = tmp_path / "src"
+    for k in range(1500):
+        write_image(src / f"{k % 7}_{k:05d}.png", rgb=(k % 256, 50, 90), size=(8, 8), noise=20, seed=k)
+    reference = tmp_path / "reference"
+    organize(src, reference, progress=False)
+    dst = tmp_path / "dst"
+    rng = np.random.default_rng(0)
+    killed = 0
+    for delay in rng.uniform(0.2, 1.5, size=4):
+        process = _spawn("organize", str(src), str(dst), "--workers", "2")
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            killed += 1
+        process.communicate(timeout=60)
+    process = _spawn("organize", str(src), str(dst))
+    assert process.wait(timeout=120) == 0
+    assert killed, "no run was killed mid-way; make the job longer"
+    assert _tree(dst / "train") == _tree(reference / "train")
+    assert _tree(dst / "valid") == _tree(reference / "valid")
+    assert not list(dst.rglob(".*.tmp-*"))
+    for name in ("classes.txt", "manifest.csv", "rejected.csv"):
+        assert (dst / name).read_bytes() == (reference / name).read_bytes()
+
+
+def _wait_for_epochs(run: Path, stage: str, count: int, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (run / "history" / f"{stage}.csv").exists() and len(read_history(run, stage)) >= count:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"training ended before {stage} epoch {count}: {process.communicate()[1][-2000:]}")
+        time.sleep(0.1)
+    raise AssertionError(f"no {stage} epoch {count} within {timeout} s")
+
+
+def test_training_killed_in_every_stage_resumes_where_it_stopped(demo, tmp_path):
+    config = tiny_config(
+        stages=[
+            {"name": "heads", "epochs": 3, "optimizer": "nadam", "learning_rate": 2e-3},
+            {"name": "finetune", "epochs": 3, "optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "trainable_blocks": 2},
+            {"name": "polish", "epochs": 2, "optimizer": "sgd", "learning_rate": 1e-4, "trainable_blocks": 2, "augment": False},
+        ]
+    )
+    save_config(config, tmp_path / "config.yaml")
+    run = tmp_path / "run"
+    args = ("train", "--data", str(demo / "data"), "--run", str(run), "--config", str(tmp_path / "config.yaml"), "--workers", "2")
+    for stage, sig in (("heads", signal.SIGINT), ("finetune", signal.SIGKILL), ("polish", signal.SIGKILL)):
+        process = _spawn(*args)
+        _wait_for_epochs(run, stage, 1, process)
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=120)
+        if sig == signal.SIGINT:
+            assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+        else:
+            assert process.returncode == -signal.SIGKILL
+        if stage == "finetune":
+            heads_history = (run / "history" / "heads.csv").read_text()
+    process = _spawn(*args)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-2000:]
+    assert (run / "history" / "heads.csv").read_text() == heads_history, "a finished stage was run again"
+    for stage, epochs in (("heads", 3), ("finetune", 3), ("polish", 2)):
+        assert [int(r["epoch"]) for r in read_history(run, stage)] == list(range(epochs)), stage
+    assert keras.saving.load_model(run / "best.keras").output_shape[-1] == 4
+
+
+def test_a_torn_backup_falls_back_to_the_one_before(demo, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(stages=[{"name": "heads", "epochs": 3, "optimizer": "nadam", "learning_rate": 2e-3}])
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(demo / "data", run, config, workers=2, verbose=0, callbacks=[StopAfterSecondEpoch()])
+    latest = next((run / "backup" / "heads").glob("latest.weights.h5"))
+    latest.write_bytes(latest.read_bytes()[:1000])  # as if killed while BackupAndRestore was writing
+    train(demo / "data", run, config, workers=2, verbose=0)
+    epochs = [int(r["epoch"]) for r in read_history(run, "heads")]
+    assert epochs[:2] == [0, 1] and epochs[-1] == 2 and epochs[2:] in ([1, 2], [2])
+
+
+def test_a_second_trainer_on_the_same_run_is_refused(demo, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with run_lock(run / ".lock"):
+        with pytest.raises(SiamdogError, match=f"being trained by process {os.getpid()}"):
+            train(demo / "data", run, tiny_config(), verbose=0)
+
+
+def test_a_killed_trainer_does_not_leave_the_run_locked(demo, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from siamdog.training.trainer import run_lock\n"
+         "with run_lock(__import__('pathlib').Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(600)", str(run / ".lock")],
+        env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(SiamdogError, match=f"process {holder.pid}"):
+        with run_lock(run / ".lock"):
+            pass
+    holder.kill()
+    holder.wait()
+    with run_lock(run / ".lock"):
+        pass
+
+
+def test_a_full_disk_while_checkpointing_is_a_clear_error_and_loses_nothing(demo, tmp_path, monkeypatch, capsys):
+    config = tiny_config(stages=[{**tiny_config().stages[0].__dict__, "epochs": 1}, {**tiny_config().stages[1].__dict__, "epochs": 1}])
+    save_config(config, tmp_path / "config.yaml")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(demo / "data"), "--run", str(run), "--config", str(tmp_path / "config.yaml"), "--workers", "2"]
+    real_save_weights = keras.Model.save_weights
+
+    def full_disk_after_heads(self, filepath, *args, **kwargs):
+        if (run / "checkpoints" / "heads.weights.h5").exists() and "backup" not in str(filepath):
+            with open(filepath, "wb") as f:
+                f.write(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
+        return real_save_weights(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_disk_after_heads)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err
+    heads = run / "checkpoints" / "heads.weights.h5"
+    assert heads.exists() and not (run / "checkpoints" / "finetune.weights.h5").exists()
+    assert not list((run / "checkpoints").glob(".tmp-*")), "the half-written checkpoint was left behind"
+    keras.saving.load_model(run / "best.keras")
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert (run / "checkpoints" / "finetune.weights.h5").exists()
