@@ -20,7 +20,7 @@ EVAL_DATA ?= $(DATA)/valid
 DEMO ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: install organize train evaluate demo test clean
+.PHONY: install organize train evaluate demo test clean bench-scale
 
 install: $(VENV)/.installed
 
@@ -52,3 +52,6 @@ test: install
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
+
+bench-scale: install
+	$(BIN)/python bench/scale.py --files 200000 --classes 1000

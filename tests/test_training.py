@@ -142,7 +142,7 @@ def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_pa
 
 
 def test_same_seed_same_run(demo, tmp_path):
-    config = tiny_config(stages=[{**STAGES[0], "epochs": 2}])
+    config = tiny_config(stages=[{**STAGES[0], "epochs": 1}])
     for name in ("a", "b"):
         train(demo / "data", tmp_path / name, config, workers=2, verbose=0)
     a, b = read_history(tmp_path / "a", "heads"), read_history(tmp_path / "b", "heads")

@@ -31,6 +31,7 @@ from siamdog.errors import SiamdogError
 FORMATS = ("auto", "filename", "csv", "txt")
 LINK_MODES = ("copy", "hard", "sym")
 SIGNATURE_FILE = ".siamdog-organize.json"
+CHUNK = 256  # files checked and placed per round of the thread pool
 _OUTPUTS = ("train", "valid", "classes.txt", "manifest.csv", "rejected.csv", SIGNATURE_FILE)
 
 
@@ -316,10 +317,14 @@ def organize(
             _atomic_link(target, source, link)
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        reasons = list(
-            tqdm(pool.map(place, range(len(items))), total=len(items), desc="organize", unit="img", disable=not progress)
-        )
+    reasons: list[str | None] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
+        total=len(items), desc="organize", unit="img", disable=not progress
+    ) as bar:
+        # In chunks, so that pending futures do not grow with the number of files.
+        for start in range(0, len(items), CHUNK):
+            reasons += pool.map(place, range(start, min(start + CHUNK, len(items))))
+            bar.update(min(CHUNK, len(items) - start))
 
     for folder in {t.parent for t in targets}:
         if not any(folder.iterdir()):
