@@ -26,9 +26,21 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+# `siamdog ARGS` in a child process that turns SIGINT into KeyboardInterrupt (what Ctrl-C does
+# in a terminal) even when this test runs in the background, where SIGINT is inherited ignored.
+_CHILD = (
+    "import runpy, signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "sys.argv[0] = 'siamdog'\n"
+    "runpy.run_module('siamdog.cli', run_name='__main__')\n"
+)
+
+
 def _spawn(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen([sys.executable, "-m", "siamdog.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _CHILD, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_organize_killed_at_random_points_completes_on_rerun(tmp_path):
