@@ -20,7 +20,7 @@ EVAL_DATA ?= $(DATA)/valid
 DEMO ?= build/demo
 PYTEST_ARGS ?=
 
-.PHONY: install organize train evaluate demo test clean bench-scale
+.PHONY: install organize train evaluate demo test clean bench-scale bench-speed
 
 install: $(VENV)/.installed
 
@@ -55,3 +55,6 @@ clean:
 
 bench-scale: install
 	$(BIN)/python bench/scale.py --files 200000 --classes 1000
+
+bench-speed: install
+	$(BIN)/python bench/speed.py --image-size 299 --batch-size 32

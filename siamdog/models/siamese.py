@@ -60,5 +60,28 @@ def classifier_of(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs[0], output, name="siamdog_classifier")
 
 
+def heads_of(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """The training model without its tower: pooled features in, the same outputs out.
+
+    Returns (heads, feature classifier); both share the training model's head layers, so
+    training them on cached features trains the full model's heads.
+    """
+    dim = tower_of(model).output_shape[-1]
+    classifier = model.get_layer("classifier")
+    features_1 = keras.Input((dim,), name="features_1")
+    probabilities = classifier(features_1)
+    feature_classifier = keras.Model(features_1, probabilities, name="feature_classifier")
+    if len(model.outputs) == 1:
+        heads = keras.Model(features_1, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_heads")
+        return heads, feature_classifier
+    features_2 = keras.Input((dim,), name="features_2")
+    ctg_1 = keras.layers.Identity(name="ctg_out_1")(probabilities)
+    ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
+    difference = keras.layers.Subtract(name="feature_difference")([features_1, features_2])
+    squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
+    same = model.get_layer("bin_out")(squared)
+    return keras.Model([features_1, features_2], [ctg_1, ctg_2, same], name="multiloss_heads"), feature_classifier
+
+
 def tower_of(model: keras.Model) -> keras.Model:
     return next(layer for layer in model.layers if layer.name.endswith("_tower"))

@@ -29,9 +29,10 @@ import keras
 from siamdog.config import StageConfig, TrainConfig, config_to_dict, load_config, save_config
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
+from siamdog.data.features import FeatureBatches
 from siamdog.errors import SiamdogError
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, resolve_weights, unfreeze_last_blocks
-from siamdog.models.siamese import build_model, classifier_of
+from siamdog.models.siamese import build_model, classifier_of, heads_of, tower_of
 from siamdog.training.callbacks import (
     ClassifierValidation,
     EpochOrder,
@@ -43,6 +44,7 @@ from siamdog.training.callbacks import (
     replace_atomically,
     write_json,
 )
+from siamdog.training.feature_cache import tower_features, weights_identity
 from siamdog.training.stages import compile_stage, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -188,16 +190,22 @@ def train(
 
 
 def _stage_callbacks(
-    run: RunPaths, stage: StageConfig, stage_names: list[str], classifier: keras.Model, valid: DirectoryBatches
+    run: RunPaths,
+    stage: StageConfig,
+    stage_names: list[str],
+    classifier: keras.Model,
+    val_classifier: keras.Model,
+    val_batches,
 ) -> list[keras.callbacks.Callback]:
     """Validation first (it adds val_accuracy to the logs), then what monitors or records it.
 
-    BackupAndRestore comes before CSVLogger: a crash between the two then costs a history
-    row at worst, never a repeated one.
+    `val_classifier` scores `val_batches` (images, or cached features); `classifier` is the
+    image classifier that is saved. BackupAndRestore comes before CSVLogger: a crash between
+    the two then costs a history row at worst, never a repeated one.
     """
     run.history(stage.name).parent.mkdir(exist_ok=True)
     return [
-        ClassifierValidation(classifier, valid),
+        ClassifierValidation(val_classifier, val_batches),
         SaveBestClassifier(classifier, str(run.best_model), stage.name),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
@@ -213,6 +221,51 @@ def _stage_callbacks(
         keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
         TrainingCurves([(s, str(run.history(s))) for s in stage_names], str(run.curves)),
     ]
+
+
+def _stage_data(
+    stage: StageConfig,
+    index: int,
+    config: TrainConfig,
+    model: keras.Model,
+    classifier: keras.Model,
+    train_dir: Path,
+    valid: DirectoryBatches,
+    classes: list[str],
+    augmentation: Augmentation,
+    workers: int,
+):
+    """What a stage fits and validates: (model to fit, its batch source, validation classifier,
+    validation batches).
+
+    Normally the whole model on images. A stage with a frozen tower and `feature_cache_views`
+    fits only the heads, on pooled features computed once (see feature_cache).
+    """
+    size = (config.image_size, config.image_size)
+    seed = config.seed + 1000 * index
+    if stage.trainable_blocks == 0 and config.feature_cache_views:
+        tower = tower_of(model)
+        key = {"backbone": config.backbone, "weights": weights_identity(config.weights), "seed": config.seed}
+        plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
+        train_features = tower_features(tower, plain, config.feature_cache_views, augmentation, key, config.seed)
+        valid_features = tower_features(tower, valid, 1, augmentation, key, config.seed)
+        heads, feature_classifier = heads_of(model)
+        return (
+            heads,
+            FeatureBatches(train_features, plain.classes, len(classes), config.batch_size, seed=seed),
+            feature_classifier,
+            FeatureBatches(valid_features, valid.classes, len(classes), config.batch_size, shuffle=False),
+        )
+    batches = DirectoryBatches(
+        train_dir,
+        size,
+        config.batch_size,
+        seed=seed,
+        augmentation=augmentation if stage.augment else None,
+        classes=classes,
+        workers=1 if config.mode == "multiloss" else workers,
+    )
+    return model, batches, classifier, valid
 
 
 def _run_stages(
@@ -247,27 +300,21 @@ def _run_stages(
             continue
         log.info("stage %s: %d trainable block(s), %s lr %g", stage.name, stage.trainable_blocks, stage.optimizer, stage.learning_rate)
         unfreeze_last_blocks(tower, config.backbone, stage.trainable_blocks)
-        compile_stage(model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), stage.binary_loss_weight)
-        batches = DirectoryBatches(
-            train_dir,
-            size,
-            config.batch_size,
-            seed=config.seed + 1000 * index,
-            augmentation=augmentation if stage.augment else None,
-            classes=classes,
-            workers=1 if config.mode == "multiloss" else workers,
+        fit_model, batches, val_classifier, val_batches = _stage_data(
+            stage, index, config, model, classifier, train_dir, valid, classes, augmentation, workers
         )
+        compile_stage(fit_model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), stage.binary_loss_weight)
         data, sampler_callbacks = batches, [EpochOrder(batches)]
         if config.mode == "multiloss":
             data = PairedBatches(batches, config.pair_every, workers=workers)
             sampler_callbacks.append(PositivePairFraction(data))
         stage_callbacks = [
             *sampler_callbacks,
-            *_stage_callbacks(run, stage, config.stage_names(), classifier, valid),
+            *_stage_callbacks(run, stage, config.stage_names(), classifier, val_classifier, val_batches),
             *callbacks,
         ]
         started = time.monotonic()
-        history = model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
+        history = fit_model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
         replace_atomically(run.checkpoint(stage.name), model.save_weights)

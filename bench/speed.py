@@ -1,0 +1,170 @@
+"""Training throughput on the real dog photos: does the input pipeline hold the model back?
+
+    python bench/speed.py --image-size 299 --batch-size 32      (make bench-speed)
+
+Organizes ../shared/data/dogs120 (labels.csv) into build/bench/dogs120 once, then measures at
+the given image size and batch size, for the default recipe's stages:
+
+  loader   the batch source alone (decode, resize, augment, pair) with `--workers` threads,
+           as Keras's PyDataset runs it;
+  step     one training step (`train_on_batch`) on in-memory random batches, for each stage's
+           trainable set: the model alone;
+  fit      `model.fit` on the real batch source: the two together.
+
+fit / step near 1 means the input pipeline keeps up with the model. A "sample" is one
+training row: one pair of images for the multi-loss model (both go through the tower).
+The first step of each measurement (tracing, warm-up) is not timed. Also estimates one
+inference pass of the frozen tower over the training set from timed batches.
+Writes bench/results/speed-<image_size>px-<date>.json and .md.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import header, peak_rss_mb, write_results  # noqa: E402
+from siamdog.config import TrainConfig  # noqa: E402
+from siamdog.data.augment import Augmentation  # noqa: E402
+from siamdog.data.batches import DirectoryBatches, PairedBatches  # noqa: E402
+from siamdog.data.organize import organize  # noqa: E402
+from siamdog.models.backbones import build_tower, unfreeze_last_blocks  # noqa: E402
+from siamdog.models.siamese import build_siamese  # noqa: E402
+from siamdog.training.stages import compile_stage, make_optimizer  # noqa: E402
+
+SHARED = REPO.parent / "shared"
+
+
+class BatchTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+
+def prepared_data(work: Path) -> Path:
+    dogs = SHARED / "data" / "dogs120"
+    if not (dogs / "labels.csv").is_file():
+        raise SystemExit(f"skipped: needs the shared dog photos at {dogs} (not present)")
+    organize(dogs / "train", work / "dogs120", labels=dogs / "labels.csv", link="sym", progress=False)
+    return work / "dogs120"
+
+
+def loader_rate(paired: PairedBatches, batches: int, workers: int) -> float:
+    """Samples per second of the pair sampler over its batch source, `workers` batches at a time."""
+    paired[0]  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        samples = sum(len(x1) for (x1, _), _ in pool.map(paired.__getitem__, range(1, batches + 1)))
+    return samples / (time.perf_counter() - started)
+
+
+def step_rate(model: keras.Model, batch_size: int, size: int, classes: int, steps: int) -> float:
+    rng = np.random.default_rng(0)
+    x = [rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32") for _ in range(2)]
+    labels = rng.integers(0, classes, (2, batch_size))
+    y = [keras.utils.to_categorical(labels[0], classes), keras.utils.to_categorical(labels[1], classes)]
+    y.append((labels[0] == labels[1]).astype("float32")[:, None])
+    model.train_on_batch(x, y)  # traces the step
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+def fit_rate(model: keras.Model, data: PairedBatches, batch_size: int, steps: int) -> float:
+    times = BatchTimes()
+    model.fit(data, epochs=1, steps_per_epoch=steps + 1, callbacks=[times], verbose=0)
+    return steps * batch_size / (times.ends[-1] - times.ends[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=299)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--loader-batches", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--weights", default=str(SHARED / "weights" / "xception_imagenet_notop.weights.h5"))
+    parser.add_argument("--work", default=str(REPO / "build" / "bench"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+
+    data = prepared_data(Path(args.work))
+    recipe = TrainConfig()
+    size, batch = (args.image_size, args.image_size), args.batch_size
+    results = {**header("speed"), "image_size": args.image_size, "batch_size": batch, "workers": args.workers,
+               "backend": keras.backend.backend(), "sample": "one pair of images (multi-loss model)"}
+    augmentation = Augmentation(**dataclasses.asdict(recipe.augment))
+
+    tower = build_tower("xception", args.weights, args.image_size)
+    train_batches = DirectoryBatches(data / "train", size, batch, augmentation=augmentation)
+    model = build_siamese(tower, train_batches.num_classes)
+
+    tower.predict_on_batch(train_batches[0][0])  # traces
+    images = [train_batches[i][0] for i in range(1, 4)]
+    timed = sum(len(x) for x in images)
+    started = time.perf_counter()
+    for x in images:
+        tower.predict_on_batch(x)
+    per_image = (time.perf_counter() - started) / timed
+    speed = {"inference_img_s": round(1 / per_image, 2),
+             "inference_pass_seconds_estimated": round(per_image * train_batches.samples, 1),
+             "train_images": train_batches.samples, "stages": {}}
+
+    for stage in recipe.stages:
+        batches = DirectoryBatches(data / "train", size, batch, augmentation=augmentation if stage.augment else None)
+        paired = PairedBatches(batches, recipe.pair_every, workers=args.workers)
+        unfreeze_last_blocks(tower, "xception", stage.trainable_blocks)
+        compile_stage(model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), stage.binary_loss_weight)
+        loader = loader_rate(paired, args.loader_batches, args.workers)
+        step = step_rate(model, batch, args.image_size, batches.num_classes, args.steps)
+        fit = fit_rate(model, paired, batch, args.steps)
+        speed["stages"][stage.name] = {
+            "trainable_blocks": stage.trainable_blocks,
+            "augment": stage.augment,
+            "loader_img_s": round(loader, 2),
+            "step_img_s": round(step, 2),
+            "fit_img_s": round(fit, 2),
+            "fit_over_step": round(fit / step, 3),
+        }
+        print(stage.name, speed["stages"][stage.name], flush=True)
+    speed["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    results["speed"] = speed
+
+    rows = "\n".join(
+        f"| {name} | {s['trainable_blocks']} | {'on' if s['augment'] else 'off'} | {s['loader_img_s']} | {s['step_img_s']} | "
+        f"{s['fit_img_s']} | {s['fit_over_step']} |"
+        for name, s in speed["stages"].items()
+    )
+    markdown = (
+        f"# Training throughput at {args.image_size} px, batch {batch} ({results['date']})\n\n"
+        f"Machine: {results['machine']}  \nBackend: {results['backend']}; loader workers: {args.workers}  \n"
+        f"Command: `{results['command']}`\n\n"
+        "Samples per second (a sample is one pair of images).\n\n"
+        "| stage | trainable blocks | augmentation | loader | step (model alone) | fit | fit / step |\n"
+        "| --- | --- | --- | --- | --- | --- | --- |\n"
+        f"{rows}\n\n"
+        f"Frozen tower, inference: {speed['inference_img_s']} images/s, so one pass over the "
+        f"{speed['train_images']} training images takes about {speed['inference_pass_seconds_estimated']} s "
+        f"(estimated from {timed} timed images). Peak RSS {speed['peak_rss_mb']} MB.\n"
+    )
+    path = write_results(args.out, f"speed-{args.image_size}px-{results['date']}", results, markdown)
+    print(markdown)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Batches of cached tower features, with the same contract as image batches.
+
+While the tower is frozen it computes the same function every epoch, so its pooled features
+can be computed once per image and view (as is, mirrored, augmented) and the heads trained on
+those. `FeatureBatches` serves them like `DirectoryBatches` serves images, so the pair sampler
+wraps either.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+
+class FeatureBatches(keras.utils.PyDataset):
+    """(features, one-hot labels) batches from an array of shape (views, samples, dim).
+
+    Every epoch reshuffles the samples and picks one view of each at random, seeded from
+    (seed, epoch) like DirectoryBatches; with shuffle=False, batches come in order, view 0.
+    """
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int = 32, shuffle: bool = True, seed: int = 0):
+        super().__init__()
+        if features.ndim != 3 or features.shape[1] != len(labels):
+            raise ValueError(f"features must have shape (views, {len(labels)}, dim), got {features.shape}")
+        self.features = features
+        self.classes = np.asarray(labels, dtype=np.int64)
+        self.num_classes = num_classes
+        self.samples = len(labels)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            self.index_array = rng.permutation(self.samples)
+            self.views = rng.integers(0, len(self.features), self.samples)
+        else:
+            self.index_array = np.arange(self.samples)
+            self.views = np.zeros(self.samples, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return math.ceil(self.samples / self.batch_size)
+
+    def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
+        x = self.features[self.views[ids], ids].astype(np.float32)
+        return x, keras.utils.to_categorical(self.classes[ids], self.num_classes).astype(np.float32)
+
+    def on_epoch_end(self) -> None:
+        self.set_epoch(self.epoch + 1)
+
+    def report_unreadable(self) -> None:
+        """Cached features cannot go bad; here for the validation callback's sake."""

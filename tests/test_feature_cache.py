@@ -1,0 +1,103 @@
+"""Cached tower features for frozen-tower stages: the batch source, the cache, the heads model."""
+
+import keras
+import numpy as np
+import pytest
+
+from siamdog.data.augment import Augmentation
+from siamdog.data.batches import DirectoryBatches, PairedBatches
+from siamdog.data.features import FeatureBatches
+from siamdog.models.backbones import build_tower
+from siamdog.models.siamese import build_siamese, build_softmax, classifier_of, heads_of
+from siamdog.training.feature_cache import cache_path, tower_features, view_batch
+from siamdog.training.trainer import train
+from tests.conftest import make_class_folders, read_history, tiny_config
+
+
+def test_feature_batches_contract():
+    features = np.stack([np.arange(10)[:, None] * np.ones((10, 3)), -np.arange(10)[:, None] * np.ones((10, 3))])
+    labels = np.array([0, 1] * 5)
+    batches = FeatureBatches(features.astype("float32"), labels, num_classes=2, batch_size=4, seed=0)
+    assert len(batches) == 3
+    seen, views = [], set()
+    for i in range(len(batches)):
+        x, y = batches[i]
+        assert x.shape[1] == 3 and y.shape == (len(x), 2)
+        ids = np.abs(x[:, 0]).astype(int)
+        assert np.array_equal(y.argmax(1), labels[ids])
+        views |= set(np.sign(x[:, 0][ids > 0]).tolist())
+        seen += ids.tolist()
+    assert sorted(seen) == list(range(10)) and views == {1.0, -1.0}
+    first = batches.index_array.copy()
+    batches.on_epoch_end()
+    assert not np.array_equal(first, batches.index_array)
+    ordered = FeatureBatches(features.astype("float32"), labels, 2, batch_size=4, shuffle=False)
+    assert np.array_equal(ordered[0][0][:, 0], [0, 1, 2, 3])
+    paired = PairedBatches(batches, pair_every=1)
+    (x1, x2), (y1, y2, same) = paired[0]
+    assert x1.shape == x2.shape and same.sum() >= 2
+
+
+def test_views_are_original_mirror_then_augmented():
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 10, 3)).astype("float32")
+    aug = Augmentation(rotation_range=30)
+    rng = np.random.default_rng(0)
+    assert view_batch(images, 0, aug, rng) is images
+    assert np.array_equal(view_batch(images, 1, aug, rng), images[:, :, ::-1])
+    assert view_batch(images, 2, aug, rng).shape == images.shape
+
+
+@pytest.fixture(scope="module")
+def tower():
+    return build_tower("xception", "none", 71)
+
+
+def test_one_pass_is_cached_and_keyed_by_what_decides_it(tower, tmp_path):
+    folders = make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 2}, size=(30, 30))
+    batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
+    key = {"backbone": "xception", "weights": "none", "seed": 0}
+    features = tower_features(tower, batches, 2, Augmentation(), key, progress=False)
+    assert features.shape == (2, 5, 2048)
+    path = cache_path(batches, key, 2)
+    assert path.is_file() and path.parent == tmp_path / "data" / ".siamdog-cache"
+    again = tower_features(tower, batches, 2, Augmentation(), key, progress=False)
+    assert np.array_equal(np.asarray(again), features)
+    assert cache_path(batches, key, 1) != path
+    assert cache_path(batches, {**key, "weights": "other.weights.h5"}, 2) != path
+    direct = tower.predict_on_batch(batches[0][0][:, :, ::-1])
+    np.testing.assert_allclose(features[1, :2], direct, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="unshuffled"):
+        tower_features(tower, DirectoryBatches(folders, (71, 71), 2), 1, Augmentation(), key)
+
+
+@pytest.mark.parametrize("build", [build_siamese, build_softmax])
+def test_heads_share_the_models_layers(tower, build):
+    model = build(tower, 3)
+    heads, feature_classifier = heads_of(model)
+    assert len(heads.outputs) == len(model.outputs)
+    image = np.full((1, 71, 71, 3), 100.0, "float32")
+    features = tower.predict_on_batch(image)
+    np.testing.assert_allclose(feature_classifier.predict_on_batch(features), classifier_of(model).predict_on_batch(image), rtol=1e-5)
+    dense = model.get_layer("classifier").layers[-1]
+    dense.kernel.assign(dense.kernel + 1.0)
+    np.testing.assert_allclose(feature_classifier.predict_on_batch(features), classifier_of(model).predict_on_batch(image), rtol=1e-5)
+
+
+def test_cached_heads_stage_learns_and_resumes(demo, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(feature_cache_views=2)
+
+    class StopInHeads(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1 and not (run / "checkpoints" / "heads.weights.h5").exists():
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(demo / "data", run, config, workers=2, verbose=0, callbacks=[StopInHeads()])
+    assert list((demo / "data" / ".siamdog-cache").glob("train-*.npy"))
+    state = train(demo / "data", run, config, workers=2, verbose=0)
+    assert [int(r["epoch"]) for r in read_history(run, "heads")] == [0, 1, 2, 3]
+    assert set(state["completed"]) == {"heads", "finetune", "polish"}
+    model = keras.saving.load_model(run / "best.keras")
+    assert len(model.inputs) == 1 and model.input_shape == (None, 71, 71, 3), "the saved model takes images"
+    assert state["best"]["val_accuracy"] >= 0.75, "chance is 0.25"
