@@ -81,9 +81,10 @@ class TrainConfig:
     pair_every: Annotated[int, Field(gt=0)] = 4  # every k-th batch is made of positive pairs
     dropout: Fraction = 0.5
     seed: int = 0
-    # 0: a frozen-tower stage sees freshly augmented images every epoch. n >= 1: it trains the
-    # heads on pooled features computed once for n views of each image (1: as is, 2: plus its
-    # mirror, more: plus seeded augmentations of the `augment` settings).
+    # 0: every stage sees freshly decoded (and augmented) images every epoch. n >= 1: the frozen
+    # front of the tower runs once, and stages train on its cached outputs, for n views of each
+    # image where they augment (1: as is, 2: plus its mirror, more: plus seeded augmentations of
+    # the `augment` settings) and the image as is where they do not.
     feature_cache_views: Annotated[int, Field(ge=0)] = 0
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     stages: list[StageConfig] = dataclasses.field(default_factory=default_stages)

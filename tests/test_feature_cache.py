@@ -7,9 +7,9 @@ import pytest
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches
 from siamdog.data.features import FeatureBatches
-from siamdog.models.backbones import build_tower
+from siamdog.models.backbones import build_tower, split_tower
 from siamdog.models.siamese import build_siamese, build_softmax, classifier_of, heads_of
-from siamdog.training.feature_cache import cache_path, tower_features, view_batch
+from siamdog.training.feature_cache import cached_outputs, view_batch, weights_digest
 from siamdog.training.trainer import train
 from tests.conftest import make_class_folders, read_history, tiny_config
 
@@ -55,35 +55,52 @@ def tower():
 def test_one_pass_is_cached_and_keyed_by_what_decides_it(tower, tmp_path):
     folders = make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 2}, size=(30, 30))
     batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
-    key = {"backbone": "xception", "weights": "none", "seed": 0}
-    features = tower_features(tower, batches, 2, Augmentation(), key, progress=False)
-    assert features.shape == (2, 5, 2048)
-    path = cache_path(batches, key, 2)
-    assert path.is_file() and path.parent == tmp_path / "data" / ".siamdog-cache"
-    again = tower_features(tower, batches, 2, Augmentation(), key, progress=False)
-    assert np.array_equal(np.asarray(again), features)
-    assert cache_path(batches, key, 1) != path
-    assert cache_path(batches, {**key, "weights": "other.weights.h5"}, 2) != path
+    cache = tmp_path / "data" / ".siamdog-cache"
+    features = cached_outputs(tower, batches, 2, Augmentation(), progress=False)
+    assert features.shape == (2, 5, 2048) and features.dtype == np.float32
+    assert len(list(cache.glob("train-*.npy"))) == 1
+    again = cached_outputs(tower, batches, 2, Augmentation(), progress=False)
+    assert np.array_equal(np.asarray(again), np.asarray(features)) and len(list(cache.glob("*.npy"))) == 1
     direct = tower.predict_on_batch(batches[0][0][:, :, ::-1])
     np.testing.assert_allclose(features[1, :2], direct, rtol=1e-4, atol=1e-6)
+    # Other views, or other weights, make another pass.
+    cached_outputs(tower, batches, 1, Augmentation(), progress=False)
+    assert len(list(cache.glob("*.npy"))) == 2
+    before = weights_digest(tower)
+    dense_kernel = tower.get_layer("base").layers[-3].weights[0]
+    dense_kernel.assign(dense_kernel + 0.01)
+    assert weights_digest(tower) != before
+    cached_outputs(tower, batches, 1, Augmentation(), progress=False)
+    assert len(list(cache.glob("*.npy"))) == 3
     with pytest.raises(ValueError, match="unshuffled"):
-        tower_features(tower, DirectoryBatches(folders, (71, 71), 2), 1, Augmentation(), key)
+        cached_outputs(tower, DirectoryBatches(folders, (71, 71), 2), 1, Augmentation())
 
 
+def test_front_and_tail_compose_to_the_tower(tower):
+    front, tail = split_tower(tower, "xception", 2)
+    image = np.random.default_rng(1).uniform(0, 255, (2, 71, 71, 3)).astype("float32")
+    activations = front.predict_on_batch(image)
+    assert activations.shape[1:] == tail.input_shape[1:]
+    np.testing.assert_allclose(tail.predict_on_batch(activations), tower.predict_on_batch(image), rtol=1e-4, atol=1e-5)
+    assert split_tower(tower, "xception", 0) == (tower, None)
+
+
+@pytest.mark.parametrize("blocks", [0, 2])
 @pytest.mark.parametrize("build", [build_siamese, build_softmax])
-def test_heads_share_the_models_layers(tower, build):
+def test_models_on_cached_inputs_share_the_models_layers(tower, build, blocks):
     model = build(tower, 3)
-    heads, feature_classifier = heads_of(model)
-    assert len(heads.outputs) == len(model.outputs)
+    front, tail = split_tower(tower, "xception", blocks)
+    on_cache, cached_classifier = heads_of(model, tail)
+    assert len(on_cache.outputs) == len(model.outputs)
     image = np.full((1, 71, 71, 3), 100.0, "float32")
-    features = tower.predict_on_batch(image)
-    np.testing.assert_allclose(feature_classifier.predict_on_batch(features), classifier_of(model).predict_on_batch(image), rtol=1e-5)
-    dense = model.get_layer("classifier").layers[-1]
-    dense.kernel.assign(dense.kernel + 1.0)
-    np.testing.assert_allclose(feature_classifier.predict_on_batch(features), classifier_of(model).predict_on_batch(image), rtol=1e-5)
+    cached = front.predict_on_batch(image)
+    for _ in range(2):  # before and after a change to a shared weight
+        np.testing.assert_allclose(cached_classifier.predict_on_batch(cached), classifier_of(model).predict_on_batch(image), rtol=1e-4)
+        dense = model.get_layer("classifier").layers[-1]
+        dense.kernel.assign(dense.kernel + 1.0)
 
 
-def test_cached_heads_stage_learns_and_resumes(demo, tmp_path):
+def test_cached_stages_learn_and_resume(demo, tmp_path):
     run = tmp_path / "run"
     config = tiny_config(feature_cache_views=2)
 
@@ -96,6 +113,8 @@ def test_cached_heads_stage_learns_and_resumes(demo, tmp_path):
         train(demo / "data", run, config, workers=2, verbose=0, callbacks=[StopInHeads()])
     assert list((demo / "data" / ".siamdog-cache").glob("train-*.npy"))
     state = train(demo / "data", run, config, workers=2, verbose=0)
+    # heads (pooled features, 2 views), finetune (block-12 activations, 2 views), polish (1 view)
+    assert len(list((demo / "data" / ".siamdog-cache").glob("train-*.npy"))) >= 3
     assert [int(r["epoch"]) for r in read_history(run, "heads")] == [0, 1, 2, 3]
     assert set(state["completed"]) == {"heads", "finetune", "polish"}
     model = keras.saving.load_model(run / "best.keras")

@@ -13,7 +13,8 @@ import numpy as np
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """(features, one-hot labels) batches from an array of shape (views, samples, dim).
+    """(features, one-hot labels) batches from an array of shape (views, samples, ...): pooled
+    features, or the activations where the trainable blocks begin.
 
     Every epoch reshuffles the samples and picks one view of each at random, seeded from
     (seed, epoch) like DirectoryBatches; with shuffle=False, batches come in order, view 0.
@@ -21,8 +22,8 @@ class FeatureBatches(keras.utils.PyDataset):
 
     def __init__(self, features: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int = 32, shuffle: bool = True, seed: int = 0):
         super().__init__()
-        if features.ndim != 3 or features.shape[1] != len(labels):
-            raise ValueError(f"features must have shape (views, {len(labels)}, dim), got {features.shape}")
+        if features.ndim < 3 or features.shape[1] != len(labels):
+            raise ValueError(f"features must have shape (views, {len(labels)}, ...), got {features.shape}")
         self.features = features
         self.classes = np.asarray(labels, dtype=np.int64)
         self.num_classes = num_classes
@@ -47,7 +48,9 @@ class FeatureBatches(keras.utils.PyDataset):
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         ids = self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
-        x = self.features[self.views[ids], ids].astype(np.float32)
+        order = np.argsort(ids)  # a memory-mapped array reads fastest in file order
+        x = np.empty((len(ids), *self.features.shape[2:]), dtype=np.float32)
+        x[order] = self.features[self.views[ids[order]], ids[order]]
         return x, keras.utils.to_categorical(self.classes[ids], self.num_classes).astype(np.float32)
 
     def on_epoch_end(self) -> None:

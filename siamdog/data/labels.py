@@ -59,34 +59,39 @@ def detect_labels_format(first_line: str, filename: str = "") -> str:
 
 def _find_column(header: list[str], wanted: str | None, known: tuple[str, ...], role: str) -> int:
     lowered = [h.strip().lower() for h in header]
+    shown = ", ".join(repr(h.strip()) for h in header)  # repr: a cell may hold a line break
     if wanted is not None:
         if wanted.strip().lower() not in lowered:
-            raise SiamdogError(f"labels file has no column {wanted!r} (columns: {', '.join(header)})")
+            raise SiamdogError(f"labels file has no column {wanted!r} (columns: {shown})")
         return lowered.index(wanted.strip().lower())
     for name in known:
         if name in lowered:
             return lowered.index(name)
     raise SiamdogError(
-        f"labels file has no {role} column (columns: {', '.join(header)}; looked for: "
+        f"labels file has no {role} column (columns: {shown}; looked for: "
         f"{', '.join(known)}); name it with --{role}-column"
     )
 
 
 def parse_labels_csv(text: str, id_column: str | None = None, label_column: str | None = None) -> list[LabelRow]:
     """Rows of a CSV labels file with a header, such as Kaggle's `id,breed`."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    header = next(reader, None)
-    if not header:
-        raise SiamdogError("labels file is empty")
-    id_idx = _find_column(header, id_column, ID_COLUMNS, "id")
-    label_idx = _find_column(header, label_column, LABEL_COLUMNS, "label")
-    rows = []
-    for line, fields in enumerate(reader, start=2):
-        if not any(f.strip() for f in fields):
-            continue
-        if len(fields) <= max(id_idx, label_idx):
-            raise SiamdogError(f"labels file line {line}: expected {len(header)} columns, found {len(fields)}")
-        rows.append(LabelRow(fields[id_idx].strip(), fields[label_idx].strip(), line))
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if not header:
+            raise SiamdogError("labels file is empty")
+        id_idx = _find_column(header, id_column, ID_COLUMNS, "id")
+        label_idx = _find_column(header, label_column, LABEL_COLUMNS, "label")
+        rows = []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) <= max(id_idx, label_idx):
+                raise SiamdogError(f"labels file line {reader.line_num}: expected {len(header)} columns, found {len(fields)}")
+            rows.append(LabelRow(fields[id_idx].strip(), fields[label_idx].strip(), reader.line_num))
+    except csv.Error as e:
+        raise SiamdogError(f"labels file line {reader.line_num}: not valid CSV ({e})") from None
     return rows
 
 

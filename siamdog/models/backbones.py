@@ -92,16 +92,37 @@ def build_tower(backbone: str, weights: str | None, image_size: int) -> keras.Mo
     return keras.Model(inputs, base(spec.preprocessing()(inputs)), name=f"{backbone}_tower")
 
 
-def tail_layers(base: keras.Model, backbone: str, blocks: int) -> list[keras.layers.Layer]:
-    """The layers of `base` that compute its last `blocks` blocks."""
+def _checked_tail_input(base: keras.Model, backbone: str, blocks: int):
+    """The tensor where the last `blocks` blocks start (None for none)."""
     spec = get_backbone(backbone)
     if not 0 <= blocks <= spec.num_blocks:
         raise SiamdogError(f"{backbone} has {spec.num_blocks} blocks; cannot unfreeze {blocks}")
-    if blocks == 0:
+    return spec.tail_input(base, blocks) if blocks else None
+
+
+def tail_layers(base: keras.Model, backbone: str, blocks: int) -> list[keras.layers.Layer]:
+    """The layers of `base` that compute its last `blocks` blocks."""
+    tail_input = _checked_tail_input(base, backbone, blocks)
+    if tail_input is None:
         return []
-    tail = keras.Model(spec.tail_input(base, blocks), base.output)
+    tail = keras.Model(tail_input, base.output)
     own = {id(layer) for layer in base.layers}
     return [layer for layer in tail.layers if id(layer) in own]
+
+
+def split_tower(tower: keras.Model, backbone: str, blocks: int) -> tuple[keras.Model, keras.Model | None]:
+    """(front, tail) of a tower, sharing its layers: `front` maps pixels to the input of the
+    last `blocks` blocks, `tail` maps that to pooled features. With blocks == 0 the front is
+    the whole tower and there is no tail.
+    """
+    base = tower.get_layer("base")
+    tail_input = _checked_tail_input(base, backbone, blocks)
+    if tail_input is None:
+        return tower, None
+    base_front = keras.Model(base.input, tail_input, name="base_front")
+    image = keras.Input(tower.input_shape[1:], name="image")
+    front = keras.Model(image, base_front(tower.get_layer("preprocess")(image)), name="front")
+    return front, keras.Model(tail_input, base.output, name="tail")
 
 
 def unfreeze_last_blocks(tower: keras.Model, backbone: str, blocks: int) -> None:

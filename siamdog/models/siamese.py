@@ -60,27 +60,36 @@ def classifier_of(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs[0], output, name="siamdog_classifier")
 
 
-def heads_of(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """The training model without its tower: pooled features in, the same outputs out.
+def heads_of(model: keras.Model, tail: keras.Model | None = None) -> tuple[keras.Model, keras.Model]:
+    """The training model without the frozen front of its tower, with the same outputs.
 
-    Returns (heads, feature classifier); both share the training model's head layers, so
-    training them on cached features trains the full model's heads.
+    Inputs are pooled features (no `tail`), or activations that `tail`, the trainable end
+    of the tower, turns into pooled features. Returns (model to train, single-input
+    classifier); both share the training model's layers, so training them on cached inputs
+    trains the full model.
     """
-    dim = tower_of(model).output_shape[-1]
+    shape = tail.input_shape[1:] if tail is not None else (tower_of(model).output_shape[-1],)
+
+    def features(inputs):
+        # training=False: BatchNorm in the tail keeps its statistics, as in the full model.
+        return tail(inputs, training=False) if tail is not None else inputs
+
     classifier = model.get_layer("classifier")
-    features_1 = keras.Input((dim,), name="features_1")
+    inputs_1 = keras.Input(shape, name="cached_1")
+    features_1 = features(inputs_1)
     probabilities = classifier(features_1)
-    feature_classifier = keras.Model(features_1, probabilities, name="feature_classifier")
+    cached_classifier = keras.Model(inputs_1, probabilities, name="cached_classifier")
     if len(model.outputs) == 1:
-        heads = keras.Model(features_1, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_heads")
-        return heads, feature_classifier
-    features_2 = keras.Input((dim,), name="features_2")
+        heads = keras.Model(inputs_1, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_on_cache")
+        return heads, cached_classifier
+    inputs_2 = keras.Input(shape, name="cached_2")
+    features_2 = features(inputs_2)
     ctg_1 = keras.layers.Identity(name="ctg_out_1")(probabilities)
     ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
     difference = keras.layers.Subtract(name="feature_difference")([features_1, features_2])
     squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
     same = model.get_layer("bin_out")(squared)
-    return keras.Model([features_1, features_2], [ctg_1, ctg_2, same], name="multiloss_heads"), feature_classifier
+    return keras.Model([inputs_1, inputs_2], [ctg_1, ctg_2, same], name="multiloss_on_cache"), cached_classifier
 
 
 def tower_of(model: keras.Model) -> keras.Model:

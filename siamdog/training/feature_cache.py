@@ -1,16 +1,19 @@
-"""One pass of the frozen tower over a split, stored so that every later use reads it back.
+"""One pass of the frozen front of the tower over a split, stored so that later epochs, stages
+and runs read it back instead of recomputing it.
 
+The front is the whole tower while it is frozen (its outputs are pooled features), or the
+layers before the last trainable blocks (its outputs are those blocks' input activations).
 Views of an image: 0 is the image as is, 1 its horizontal mirror, 2 and above seeded random
-augmentations. The cache lives in `<split folder>/../.siamdog-cache/`, named by everything
-that decides its content (tower weights, image size, views, seed and the file list), so
-several runs on the same organized data (the linear probe and each variant's heads stage)
-share one pass, and a changed input never reuses a stale one.
+augmentations. The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
+samples, ...) per pass, named by everything that decides its content (the weights of the front,
+image size, views, seed, the file list), so several runs on the same organized data (the
+linear probe and each variant's stages) share one pass and a changed input never reuses a
+stale one. Large activations are stored as float16 in a memory-mapped file.
 """
 
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import keras
@@ -33,56 +36,57 @@ def view_batch(images: np.ndarray, view: int, augmentation: Augmentation, rng: n
     return np.stack([augmentation.apply(image.astype(np.uint8), rng) for image in images]).astype(np.float32)
 
 
-def weights_identity(weights: str) -> str:
-    """What identifies a weights setting: the file's path, size and time for a file."""
-    if os.path.isfile(weights):
-        stat = os.stat(weights)
-        return f"{os.path.realpath(weights)}:{stat.st_size}:{stat.st_mtime_ns}"
-    return weights
+def weights_digest(model: keras.Model) -> str:
+    """A fingerprint of a model's weights (moving statistics included): whatever changes them
+    changes the cache that holds its outputs."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.asarray(weight).tobytes())
+    return digest.hexdigest()
 
 
-def cache_path(batches: DirectoryBatches, tower_key: dict, views: int) -> Path:
+def cache_path(batches: DirectoryBatches, front_key: dict, views: int) -> Path:
+    """Where the pass of a front (identified by `front_key`) over `batches` is stored."""
     listing = hashlib.sha256("\n".join(batches.filenames).encode("utf-8", "surrogateescape")).hexdigest()
-    key = json.dumps({**tower_key, "views": views, "size": batches.target_size, "files": listing}, sort_keys=True)
+    key = json.dumps({**front_key, "views": views, "size": batches.target_size, "files": listing}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     split = Path(batches.directory)
     return split.parent / ".siamdog-cache" / f"{split.name}-{digest}.npy"
 
 
-def tower_features(
-    tower: keras.Model,
+def cached_outputs(
+    front: keras.Model,
     batches: DirectoryBatches,
     views: int,
     augmentation: Augmentation,
-    tower_key: dict,
     seed: int = 0,
+    dtype: str = "float32",
     progress: bool = True,
 ) -> np.ndarray:
-    """Pooled features of shape (views, samples, dim), in `batches`' (unshuffled) order.
-
-    Read from the cache when an identical pass was made before; computed and stored otherwise.
-    """
+    """`front`'s outputs for every view of every image, shape (views, samples, ...), in the
+    (unshuffled) order of `batches`: read from the cache, or computed once and stored."""
     if batches.shuffle or batches.augmentation is not None:
         raise ValueError("the cache pass needs unshuffled, unaugmented batches")
-    path = cache_path(batches, tower_key, views)
+    front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, "seed": seed}
+    path = cache_path(batches, front_key, views)
     if path.is_file():
-        log.info("reading cached tower features from %s", path)
+        log.info("reading cached %s outputs from %s", front.name, path)
         return np.load(path, mmap_mode="r")
-    dim = tower.output_shape[-1]
-    features = np.empty((views, batches.samples, dim), dtype=np.float32)
-    with tqdm(total=views * batches.samples, desc=f"tower features ({views} view(s))", unit="img", disable=not progress) as bar:
-        for i in range(len(batches)):
-            images, _ = batches[i]
-            start = i * batches.batch_size
-            for view in range(views):
-                rng = np.random.default_rng([seed, view, i])
-                batch = view_batch(images, view, augmentation, rng)
-                features[view, start : start + len(images)] = np.asarray(tower.predict_on_batch(batch))
-                bar.update(len(images))
-    def save(tmp):
-        with open(tmp, "wb") as f:
-            np.save(f, features)
+
+    def compute(tmp):
+        shape = (views, batches.samples, *front.output_shape[1:])
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        with tqdm(total=views * batches.samples, desc=f"{front.name} pass ({views} view(s))", unit="img", disable=not progress) as bar:
+            for i in range(len(batches)):
+                images, _ = batches[i]
+                start = i * batches.batch_size
+                for view in range(views):
+                    batch = view_batch(images, view, augmentation, np.random.default_rng([seed, view, i]))
+                    out[view, start : start + len(images)] = np.asarray(front.predict_on_batch(batch))
+                    bar.update(len(images))
+        out.flush()
+        del out
 
     path.parent.mkdir(exist_ok=True)
-    replace_atomically(path, save)
-    return features
+    replace_atomically(path, compute)
+    return np.load(path, mmap_mode="r")

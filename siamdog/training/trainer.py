@@ -31,7 +31,7 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
 from siamdog.errors import SiamdogError
-from siamdog.models.backbones import build_tower, calibrate_batchnorm, resolve_weights, unfreeze_last_blocks
+from siamdog.models.backbones import build_tower, calibrate_batchnorm, resolve_weights, split_tower, unfreeze_last_blocks
 from siamdog.models.siamese import build_model, classifier_of, heads_of, tower_of
 from siamdog.training.callbacks import (
     ClassifierValidation,
@@ -44,7 +44,7 @@ from siamdog.training.callbacks import (
     replace_atomically,
     write_json,
 )
-from siamdog.training.feature_cache import tower_features, weights_identity
+from siamdog.training.feature_cache import cached_outputs
 from siamdog.training.stages import compile_stage, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -238,23 +238,26 @@ def _stage_data(
     """What a stage fits and validates: (model to fit, its batch source, validation classifier,
     validation batches).
 
-    Normally the whole model on images. A stage with a frozen tower and `feature_cache_views`
-    fits only the heads, on pooled features computed once (see feature_cache).
+    Normally the whole model on images. With `feature_cache_views`, the frozen front of the
+    tower runs once (see feature_cache) and the stage fits only what trains (the heads, and
+    the last blocks if unfrozen) on its cached outputs: for `feature_cache_views` views of each
+    image where the stage augments, for the image as is where it does not.
     """
     size = (config.image_size, config.image_size)
     seed = config.seed + 1000 * index
-    if stage.trainable_blocks == 0 and config.feature_cache_views:
-        tower = tower_of(model)
-        key = {"backbone": config.backbone, "weights": weights_identity(config.weights), "seed": config.seed}
+    if config.feature_cache_views:
+        front, tail = split_tower(tower_of(model), config.backbone, stage.trainable_blocks)
+        dtype = "float32" if tail is None else "float16"  # pooled features are small; activations are not
+        views = config.feature_cache_views if stage.augment else 1
         plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
-        train_features = tower_features(tower, plain, config.feature_cache_views, augmentation, key, config.seed)
-        valid_features = tower_features(tower, valid, 1, augmentation, key, config.seed)
-        heads, feature_classifier = heads_of(model)
+        train_cache = cached_outputs(front, plain, views, augmentation, config.seed, dtype)
+        valid_cache = cached_outputs(front, valid, 1, augmentation, config.seed, dtype)
+        fit_model, cached_classifier = heads_of(model, tail)
         return (
-            heads,
-            FeatureBatches(train_features, plain.classes, len(classes), config.batch_size, seed=seed),
-            feature_classifier,
-            FeatureBatches(valid_features, valid.classes, len(classes), config.batch_size, shuffle=False),
+            fit_model,
+            FeatureBatches(train_cache, plain.classes, len(classes), config.batch_size, seed=seed),
+            cached_classifier,
+            FeatureBatches(valid_cache, valid.classes, len(classes), config.batch_size, shuffle=False),
         )
     batches = DirectoryBatches(
         train_dir,

@@ -112,3 +112,17 @@ def test_any_labels_file_gives_a_valid_layout_or_one_clear_error(src, rows, frac
             assert sum(r["status"] == "ok" for r in csv.DictReader(f)) == placed
     finally:
         shutil.rmtree(work)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from(list('ab,;"\n\r\t \ufeff\x00é') + ["id", "breed", "label"]), max_size=40).map("".join))
+def test_label_parsers_return_rows_or_one_clear_error(text):
+    from siamdog.data.labels import parse_labels_csv, parse_labels_txt
+
+    for parse in (parse_labels_csv, parse_labels_txt):
+        try:
+            rows = parse(text)
+        except SiamdogError as e:
+            assert "\n" not in str(e)
+            continue
+        assert all(isinstance(r.image, str) and isinstance(r.label, str) and r.line >= 1 for r in rows)
