@@ -12,7 +12,9 @@ A run directory holds everything needed to reproduce and resume a run:
     backup/<stage>/        BackupAndRestore's files while a stage runs
 
 Running again on the same run directory skips finished stages and resumes the current one at
-the epoch after the last one that finished.
+the epoch after the last one that finished. With `feature_cache_views`, the frozen front of
+the tower runs once per stage kind and data (see feature_cache) and each stage fits only what
+it trains, on the cached outputs; the saved model is the same single-image classifier.
 """
 
 import contextlib
@@ -302,6 +304,7 @@ def _run_stages(
         if stage.name not in selected or stage.name in state["completed"]:
             continue
         log.info("stage %s: %d trainable block(s), %s lr %g", stage.name, stage.trainable_blocks, stage.optimizer, stage.learning_rate)
+        started = time.monotonic()  # a stage's time includes its cache pass, if any
         unfreeze_last_blocks(tower, config.backbone, stage.trainable_blocks)
         fit_model, batches, val_classifier, val_batches = _stage_data(
             stage, index, config, model, classifier, train_dir, valid, classes, augmentation, workers
@@ -316,7 +319,6 @@ def _run_stages(
             *_stage_callbacks(run, stage, config.stage_names(), classifier, val_classifier, val_batches),
             *callbacks,
         ]
-        started = time.monotonic()
         history = fit_model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
