@@ -100,8 +100,8 @@ def main() -> None:
         f"{len(b['rss_mb_after_each_epoch'])} epochs: "
         f"{', '.join(str(r) for r in b['rss_mb_after_each_epoch'])}\n"
     )
-    path = write_results(args.out, f"scale-{results['date']}", results, markdown)
     print(markdown)
+    path = write_results(args.out, f"scale-{results['date']}", results, markdown)
     print(f"wrote {path}")
 
 

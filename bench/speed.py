@@ -161,8 +161,8 @@ def main() -> None:
         f"{speed['train_images']} training images takes about {speed['inference_pass_seconds_estimated']} s "
         f"(estimated from {timed} timed images). Peak RSS {speed['peak_rss_mb']} MB.\n"
     )
-    path = write_results(args.out, f"speed-{args.image_size}px-{results['date']}", results, markdown)
     print(markdown)
+    path = write_results(args.out, f"speed-{args.image_size}px-{results['date']}", results, markdown)
     print(f"wrote {path}")
 
 
