@@ -41,10 +41,19 @@ def header(name: str) -> dict:
     }
 
 
-def write_results(out_dir: str | os.PathLike, stem: str, results: dict, markdown: str) -> Path:
-    """Write `<stem>.json` and `<stem>.md` into out_dir; returns the JSON path."""
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "".join("| " + " | ".join(str(cell) for cell in line) + " |\n" for line in lines)
+
+
+def write_results(out_dir: str | os.PathLike, stem: str, results: dict, title: str, body: str) -> Path:
+    """Write `<stem>.json` and `<stem>.md` (title, date, machine, command, then `body`) into
+    out_dir, print the markdown, and return the JSON path."""
+    markdown = f"# {title} ({results['date']})\n\nMachine: {results['machine']}  \nCommand: `{results['command']}`\n\n{body}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out_dir / f"{stem}.md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {out_dir / f'{stem}.json'}")
     return out_dir / f"{stem}.json"

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import current_rss_mb, header, peak_rss_mb, write_results  # noqa: E402
+from bench.common import current_rss_mb, header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 
 
 def make_tree(folder: Path, files: int, classes: int) -> None:
@@ -90,20 +90,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     o, b = results["organize"], results["batch_source"]
-    markdown = (
-        f"# File-tree scale ({results['date']})\n\n"
-        f"Machine: {results['machine']}  \nCommand: `{results['command']}`\n\n"
-        "| step | files | seconds | peak RSS (MB) |\n| --- | --- | --- | --- |\n"
-        f"| organize (list, label, split, decode-check, hard-link) | {o['files']} | {o['seconds']} | {o['peak_rss_mb']} |\n"
-        f"| batch source: index train/ | {b['samples']} | {b['index_seconds']} | {b['peak_rss_mb']} |\n\n"
-        f"Batch source RSS (MB): {b['rss_mb_before_index']} with Keras imported, before indexing; after each of "
-        f"{len(b['rss_mb_after_each_epoch'])} epochs: "
-        f"{', '.join(str(r) for r in b['rss_mb_after_each_epoch'])}\n"
+    body = markdown_table(
+        ["step", "files", "seconds", "peak RSS (MB)"],
+        [
+            ["organize (list, label, split, decode-check, hard-link)", o["files"], o["seconds"], o["peak_rss_mb"]],
+            ["batch source: index train/", b["samples"], b["index_seconds"], b["peak_rss_mb"]],
+        ],
+    ) + (
+        f"\nBatch source RSS (MB): {b['rss_mb_before_index']} with Keras imported, before indexing; after each of "
+        f"{len(b['rss_mb_after_each_epoch'])} epochs: {', '.join(str(r) for r in b['rss_mb_after_each_epoch'])}\n"
     )
-    print(markdown)
-    path = write_results(args.out, f"scale-{results['date']}", results, markdown)
-    print(f"wrote {path}")
-
+    write_results(args.out, f"scale-{results['date']}", results, "File-tree scale", body)
 
 if __name__ == "__main__":
     main()

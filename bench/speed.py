@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import header, peak_rss_mb, write_results  # noqa: E402
+from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 from siamdog.config import TrainConfig  # noqa: E402
 from siamdog.data.augment import Augmentation  # noqa: E402
 from siamdog.data.batches import DirectoryBatches, PairedBatches  # noqa: E402
@@ -144,27 +144,20 @@ def main() -> None:
     speed["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["speed"] = speed
 
-    rows = "\n".join(
-        f"| {name} | {s['trainable_blocks']} | {'on' if s['augment'] else 'off'} | {s['loader_img_s']} | {s['step_img_s']} | "
-        f"{s['fit_img_s']} | {s['fit_over_step']} |"
+    rows = [
+        [name, s["trainable_blocks"], "on" if s["augment"] else "off", s["loader_img_s"], s["step_img_s"], s["fit_img_s"], s["fit_over_step"]]
         for name, s in speed["stages"].items()
-    )
-    markdown = (
-        f"# Training throughput at {args.image_size} px, batch {batch} ({results['date']})\n\n"
-        f"Machine: {results['machine']}  \nBackend: {results['backend']}; loader workers: {args.workers}  \n"
-        f"Command: `{results['command']}`\n\n"
+    ]
+    body = (
+        f"Backend: {results['backend']}; loader workers: {args.workers}\n\n"
         "Samples per second (a sample is one pair of images).\n\n"
-        "| stage | trainable blocks | augmentation | loader | step (model alone) | fit | fit / step |\n"
-        "| --- | --- | --- | --- | --- | --- | --- |\n"
-        f"{rows}\n\n"
-        f"Frozen tower, inference: {speed['inference_img_s']} images/s, so one pass over the "
+        + markdown_table(["stage", "trainable blocks", "augmentation", "loader", "step (model alone)", "fit", "fit / step"], rows)
+        + f"\nFrozen tower, inference: {speed['inference_img_s']} images/s, so one pass over the "
         f"{speed['train_images']} training images takes about {speed['inference_pass_seconds_estimated']} s "
         f"(estimated from {timed} timed images). Peak RSS {speed['peak_rss_mb']} MB.\n"
     )
-    print(markdown)
-    path = write_results(args.out, f"speed-{args.image_size}px-{results['date']}", results, markdown)
-    print(f"wrote {path}")
-
+    title = f"Training throughput at {args.image_size} px, batch {batch}"
+    write_results(args.out, f"speed-{args.image_size}px-{results['date']}", results, title, body)
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,8 @@ def resolve_model(path: str | os.PathLike) -> tuple[Path, list[str]]:
     return model_file, classes_file.read_text(encoding="utf-8").splitlines()
 
 
-def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str]]:
+def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str], Path]:
+    """The saved classifier, its class names, and the `.keras` file it came from."""
     model_file, classes = resolve_model(path)
     try:
         model = keras.saving.load_model(model_file, compile=False)
@@ -41,7 +42,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str]]:
         raise SiamdogError(f"{model_file}: not a siamdog model ({e})") from e
     if model.output_shape[-1] != len(classes):
         raise SiamdogError(f"{model_file} has {model.output_shape[-1]} outputs but classes.txt names {len(classes)} classes")
-    return model, classes
+    return model, classes, model_file
 
 
 def predict_files(
@@ -113,8 +114,7 @@ def evaluate(
 ) -> Evaluation:
     """Score the classifier on `data_dir/<class>/` images; write predictions.csv and
     confusion_matrix.png into `out_dir` (default: `evaluation/` beside the model)."""
-    classifier, classes = load_classifier(model)
-    model_file, _ = resolve_model(model)
+    classifier, classes, model_file = load_classifier(model)
     data_dir = Path(data_dir)
     filenames, labels = index_class_folders(data_dir, classes)
     unknown = [c for c in list_classes(data_dir) if c not in classes]
@@ -176,7 +176,7 @@ def predict(
 ) -> int:
     """Write `label<TAB>image_id` lines (the Baidu competition's submission format) for the
     images in `images_dir`; returns how many were written."""
-    classifier, classes = load_classifier(model)
+    classifier, classes, _ = load_classifier(model)
     paths = list_images(images_dir)
     if not paths:
         raise SiamdogError(f"{images_dir}: no image files")

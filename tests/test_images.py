@@ -69,7 +69,7 @@ def test_resize_to_height_width():
 
 def _gradient(h=32, w=48):
     x = np.linspace(0, 255, w, dtype=np.float32)
-    return np.repeat(np.stack([np.broadcast_to(x, (h, w))] * 3, axis=-1), 1, axis=0).astype(np.uint8)
+    return np.stack([np.broadcast_to(x, (h, w))] * 3, axis=-1).astype(np.uint8)
 
 
 def test_no_augmentation_is_identity():

@@ -78,7 +78,7 @@ def test_rerun_is_idempotent_and_completes_an_interrupted_run(baidu_src, tmp_pat
     # Simulate a kill: one image missing, one half-written temporary left behind.
     victim = next(dst.glob("train/12/*.jpg"))
     victim.unlink()
-    (victim.parent / f".{victim.name}.tmp-999").write_bytes(b"half")
+    (victim.parent / f".tmp-{victim.name}").write_bytes(b"half")
     organize(baidu_src, dst, progress=False)
     assert _tree(dst) == first
 

@@ -1,9 +1,10 @@
-"""Batches of cached tower features, with the same contract as image batches.
+"""Batches of cached outputs of the frozen part of the tower, with the contract of image batches.
 
-While the tower is frozen it computes the same function every epoch, so its pooled features
-can be computed once per image and view (as is, mirrored, augmented) and the heads trained on
-those. `FeatureBatches` serves them like `DirectoryBatches` serves images, so the pair sampler
-wraps either.
+While a part of the tower is frozen it computes the same function every epoch, so its outputs
+(pooled features, or the activations where the trainable blocks begin) can be computed once
+per image and view and the rest trained on those (see siamdog.training.feature_cache).
+`FeatureBatches` serves them like `DirectoryBatches` serves images, so the pair sampler wraps
+either.
 """
 
 import math
@@ -47,14 +48,11 @@ class FeatureBatches(keras.utils.PyDataset):
         return math.ceil(self.samples / self.batch_size)
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
-        order = np.argsort(ids)  # a memory-mapped array reads fastest in file order
-        x = np.empty((len(ids), *self.features.shape[2:]), dtype=np.float32)
-        x[order] = self.features[self.views[ids[order]], ids[order]]
+        # Sorted: a memory-mapped array reads fastest in file order (the batch's members, not
+        # their order within it, are what the shuffle decides).
+        ids = np.sort(self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size])
+        x = self.features[self.views[ids], ids].astype(np.float32)
         return x, keras.utils.to_categorical(self.classes[ids], self.num_classes).astype(np.float32)
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)
-
-    def report_unreadable(self) -> None:
-        """Cached features cannot go bad; here for the validation callback's sake."""

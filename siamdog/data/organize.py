@@ -27,6 +27,7 @@ from siamdog.data.labels import (
 )
 from siamdog.data.split import stratified_split
 from siamdog.errors import SiamdogError
+from siamdog.files import TEMP_PREFIX, replace_atomically, write_bytes
 
 FORMATS = ("auto", "filename", "csv", "txt")
 LINK_MODES = ("copy", "hard", "sym")
@@ -126,21 +127,19 @@ def to_items(labelled: list[tuple[str, str]]) -> tuple[list[Item], list[tuple[st
     """Turn raw labels into safe class-folder names; refuse labels that are empty or that
     would share a folder with a different label on a case-insensitive file system."""
     items, rejected = [], []
-    folder_of: dict[str, str] = {}
-    raw_of: dict[str, str] = {}
+    first: dict[str, tuple[str, str]] = {}  # case-folded folder -> (folder, the raw label that made it)
     for name, raw in labelled:
         folder = safe_name(raw)
         if not folder:
             rejected.append((name, f"unusable label {raw!r}"))
             continue
-        other = raw_of.setdefault(folder.casefold(), raw)
-        if other != raw:
+        folder, first_raw = first.setdefault(folder.casefold(), (folder, raw))
+        if first_raw != raw:
             raise SiamdogError(
-                f"labels {other!r} and {raw!r} would share the class folder {folder_of[folder.casefold()]!r}; "
+                f"labels {first_raw!r} and {raw!r} would share the class folder {folder!r}; "
                 "make them identical or clearly different in the labels"
             )
-        folder_of.setdefault(folder.casefold(), folder)
-        items.append(Item(name, folder_of[folder.casefold()]))
+        items.append(Item(name, folder))
     return items, rejected
 
 
@@ -182,24 +181,14 @@ def output_names(items: list[Item]) -> list[str]:
     return names
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _place_link(target: Path, source: Path, link: str) -> None:
+    def make(tmp):
+        if link == "hard":
+            os.link(source, tmp)
+        else:
+            os.symlink(os.path.realpath(source), tmp)
 
-
-def _atomic_link(path: Path, source: Path, link: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists() or tmp.is_symlink():
-        tmp.unlink()
-    if link == "hard":
-        os.link(source, tmp)
-    else:
-        os.symlink(os.path.realpath(source), tmp)
-    os.replace(tmp, path)
+    replace_atomically(target, make)
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -207,7 +196,7 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    _atomic_write_bytes(path, buffer.getvalue().encode("utf-8", "surrogateescape"))
+    write_bytes(path, buffer.getvalue().encode("utf-8", "surrogateescape"))
 
 
 def _check_dst(dst: Path, signature: dict, force: bool) -> None:
@@ -234,7 +223,7 @@ def _check_dst(dst: Path, signature: dict, force: bool) -> None:
 
 def _remove_temporaries(dst: Path) -> None:
     for split in ("train", "valid"):
-        for tmp in (dst / split).glob("*/.*.tmp-*"):
+        for tmp in (dst / split).glob(f"*/{TEMP_PREFIX}*"):
             tmp.unlink()
 
 
@@ -312,9 +301,9 @@ def organize(
             return e.strerror or str(e)
         if link == "copy":
             if not (target.is_file() and target.stat().st_size == len(data)):
-                _atomic_write_bytes(target, data)
+                write_bytes(target, data)
         elif not (target.exists() and os.path.samefile(target, source)):
-            _atomic_link(target, source, link)
+            _place_link(target, source, link)
         return None
 
     reasons: list[str | None] = []
@@ -343,5 +332,5 @@ def organize(
     result.classes = sorted({item.label for item, reason in zip(items, reasons) if reason is None})
     _write_csv(dst / "manifest.csv", ["source", "class", "split", "status"], manifest)
     _write_csv(dst / "rejected.csv", ["source", "reason"], rejected)
-    _atomic_write_bytes(dst / "classes.txt", "".join(f"{c}\n" for c in result.classes).encode())
+    write_bytes(dst / "classes.txt", "".join(f"{c}\n" for c in result.classes).encode())
     return result

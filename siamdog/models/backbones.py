@@ -142,8 +142,8 @@ def calibrate_batchnorm(tower: keras.Model, images) -> None:
     """Set every BatchNorm layer's moving statistics to those of `images` (a batch of pixels).
 
     A randomly initialized tower (weights "none") has no statistics: with BatchNorm in
-    inference mode its activations shrink block after block, down to pooled features of
-    about 1e-5 that no head can learn from. One forward pass in training mode with momentum
+    inference mode its activations shrink block after block, down to pooled features too
+    small for any head to learn from. One forward pass in training mode with momentum
     0 makes inference on this batch equal training-mode normalization, a data-dependent
     initialization. Pretrained towers must not be calibrated: it would overwrite ImageNet's
     statistics.

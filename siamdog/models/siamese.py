@@ -17,21 +17,29 @@ def _classifier(num_classes: int, dropout: float) -> keras.Sequential:
     )
 
 
+def _multiloss_outputs(classifier: keras.layers.Layer, same_head: keras.layers.Layer, features_1, features_2) -> list:
+    """(ctg_out_1, ctg_out_2, bin_out) from two feature tensors: one classifier on each, and
+    the "same class?" head on their squared difference."""
+    ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features_1))
+    ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
+    difference = keras.layers.Subtract(name="feature_difference")([features_1, features_2])
+    squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
+    return [ctg_1, ctg_2, same_head(squared)]
+
+
 def build_siamese(tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
     """(image_1, image_2) -> (ctg_out_1, ctg_out_2, bin_out)."""
     shape = tower.input_shape[1:]
     image_1 = keras.Input(shape, name="image_1")
     image_2 = keras.Input(shape, name="image_2")
     # training=False keeps BatchNorm in inference mode even for unfrozen blocks.
-    features_1 = tower(image_1, training=False)
-    features_2 = tower(image_2, training=False)
-    classifier = _classifier(num_classes, dropout)
-    ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features_1))
-    ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
-    difference = keras.layers.Subtract(name="feature_difference")([features_1, features_2])
-    squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
-    same = keras.layers.Dense(1, activation="sigmoid", name="bin_out")(squared)
-    return keras.Model([image_1, image_2], [ctg_1, ctg_2, same], name="siamdog_multiloss")
+    outputs = _multiloss_outputs(
+        _classifier(num_classes, dropout),
+        keras.layers.Dense(1, activation="sigmoid", name="bin_out"),
+        tower(image_1, training=False),
+        tower(image_2, training=False),
+    )
+    return keras.Model([image_1, image_2], outputs, name="siamdog_multiloss")
 
 
 def build_softmax(tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
@@ -83,13 +91,8 @@ def heads_of(model: keras.Model, tail: keras.Model | None = None) -> tuple[keras
         heads = keras.Model(inputs_1, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_on_cache")
         return heads, cached_classifier
     inputs_2 = keras.Input(shape, name="cached_2")
-    features_2 = features(inputs_2)
-    ctg_1 = keras.layers.Identity(name="ctg_out_1")(probabilities)
-    ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
-    difference = keras.layers.Subtract(name="feature_difference")([features_1, features_2])
-    squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
-    same = model.get_layer("bin_out")(squared)
-    return keras.Model([inputs_1, inputs_2], [ctg_1, ctg_2, same], name="multiloss_on_cache"), cached_classifier
+    outputs = _multiloss_outputs(classifier, model.get_layer("bin_out"), features_1, features(inputs_2))
+    return keras.Model([inputs_1, inputs_2], outputs, name="multiloss_on_cache"), cached_classifier
 
 
 def tower_of(model: keras.Model) -> keras.Model:

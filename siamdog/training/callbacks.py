@@ -1,13 +1,13 @@
 """Callbacks that the staged schedule adds to Keras's own (EarlyStopping, ReduceLROnPlateau,
 CSVLogger, BackupAndRestore)."""
 
-import json
 import logging
 import os
 
 import keras
 import numpy as np
 
+from siamdog.files import read_json, replace_atomically, write_json
 from siamdog.plots import plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class ClassifierValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         probabilities, labels = classifier_scores(self.classifier, self.batches)
-        self.batches.report_unreadable()
+        self.batches.on_epoch_end()  # a validation pass is an epoch of its source (it reports skipped files)
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
         logs["val_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))
         logs["val_loss"] = float(-np.mean(np.log(picked)))
@@ -118,36 +118,3 @@ class TrainingCurves(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         plot_training_curves([(s, p) for s, p in self.histories if os.path.exists(p)], self.out_path)
-
-
-def read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def replace_atomically(path: str | os.PathLike, write) -> None:
-    """Call `write(tmp)` on a temporary name beside `path`, then rename it over `path`.
-
-    A crash or a full disk while writing leaves the previous file as it was, and no
-    temporary behind when the failure is an exception.
-    """
-    path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(path) or ".", ".tmp-" + os.path.basename(path))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_json(path: str, value) -> None:
-    def dump(tmp):
-        with open(tmp, "w") as f:
-            json.dump(value, f, indent=1)
-
-    replace_atomically(path, dump)

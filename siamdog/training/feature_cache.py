@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches
-from siamdog.training.callbacks import replace_atomically
+from siamdog.files import replace_atomically
 
 log = logging.getLogger(__name__)
 

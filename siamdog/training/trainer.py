@@ -33,6 +33,7 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
 from siamdog.errors import SiamdogError
+from siamdog.files import read_json, replace_atomically, write_json
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, resolve_weights, split_tower, unfreeze_last_blocks
 from siamdog.models.siamese import build_model, classifier_of, heads_of, tower_of
 from siamdog.training.callbacks import (
@@ -42,9 +43,6 @@ from siamdog.training.callbacks import (
     SaveBestClassifier,
     StageBackupAndRestore,
     TrainingCurves,
-    read_json,
-    replace_atomically,
-    write_json,
 )
 from siamdog.training.feature_cache import cached_outputs
 from siamdog.training.stages import compile_stage, make_optimizer

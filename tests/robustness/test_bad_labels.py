@@ -102,7 +102,7 @@ def test_any_labels_file_gives_a_valid_layout_or_one_clear_error(src, rows, frac
         assert all(p == labels or dst in p.parents for p in files), "wrote outside DST"
         folders = sorted({p.parent.name for p in dst.glob("*/*/*")})
         assert (dst / "classes.txt").read_text().splitlines() == folders == result.classes
-        assert not list(dst.rglob(".*.tmp-*"))
+        assert not list(dst.rglob(".tmp-*"))
         for split in ("train", "valid"):
             for folder in (dst / split).glob("*"):
                 assert folder.is_dir() and any(folder.iterdir())
