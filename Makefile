@@ -2,6 +2,7 @@
 #   make organize SRC=photos/ [LABELS=labels.csv] DST=data
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid
+#   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,8 +20,9 @@ MODEL ?= $(RUN)
 EVAL_DATA ?= $(DATA)/valid
 DEMO ?= build/demo
 PYTEST_ARGS ?=
+PROFILE ?= cpu
 
-.PHONY: install organize train evaluate demo test clean bench-scale bench-speed
+.PHONY: install organize train evaluate demo test clean bench bench-scale bench-speed
 
 install: $(VENV)/.installed
 
@@ -58,3 +60,7 @@ bench-scale: install
 
 bench-speed: install
 	$(BIN)/python bench/speed.py --image-size 299 --batch-size 32
+
+# Quality on real photos (bench/configs/$(PROFILE).yaml), with bench-speed's throughput figures.
+bench: bench-speed
+	$(BIN)/python bench/quality.py --profile $(PROFILE)

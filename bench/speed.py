@@ -11,8 +11,8 @@ the given image size and batch size, for the default recipe's stages:
            trainable set: the model alone;
   fit      `model.fit` on the real batch source: the two together.
 
-fit / step near 1 means the input pipeline keeps up with the model. A "sample" is one
-training row: one pair of images for the multi-loss model (both go through the tower).
+fit / step near 1 means the input pipeline keeps up with the model. A sample is one image
+(with its partner from the same batch, the multi-loss model runs the tower once per image).
 The first step of each measurement (tracing, warm-up) is not timed. Also estimates one
 inference pass of the frozen tower over the training set from timed batches.
 Writes bench/results/speed-<image_size>px-<date>.json and .md.
@@ -67,20 +67,21 @@ def loader_rate(paired: PairedBatches, batches: int, workers: int) -> float:
     paired[0]  # warm-up
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        samples = sum(len(x1) for (x1, _), _ in pool.map(paired.__getitem__, range(1, batches + 1)))
+        samples = sum(len(x) for (x, _), _ in pool.map(paired.__getitem__, range(1, batches + 1)))
     return samples / (time.perf_counter() - started)
 
 
 def step_rate(model: keras.Model, batch_size: int, size: int, classes: int, steps: int) -> float:
     rng = np.random.default_rng(0)
-    x = [rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32") for _ in range(2)]
-    labels = rng.integers(0, classes, (2, batch_size))
-    y = [keras.utils.to_categorical(labels[0], classes), keras.utils.to_categorical(labels[1], classes)]
-    y.append((labels[0] == labels[1]).astype("float32")[:, None])
-    model.train_on_batch(x, y)  # traces the step
+    x = rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32")
+    labels = rng.integers(0, classes, batch_size)
+    partner = np.roll(np.arange(batch_size), -1).astype("int32")
+    y = keras.utils.to_categorical(labels, classes)
+    targets = [y, y[partner], (labels == labels[partner]).astype("float32")[:, None]]
+    model.train_on_batch([x, partner], targets)  # traces the step
     started = time.perf_counter()
     for _ in range(steps):
-        model.train_on_batch(x, y)
+        model.train_on_batch([x, partner], targets)
     return steps * batch_size / (time.perf_counter() - started)
 
 
@@ -106,7 +107,7 @@ def main() -> None:
     recipe = TrainConfig()
     size, batch = (args.image_size, args.image_size), args.batch_size
     results = {**header("speed"), "image_size": args.image_size, "batch_size": batch, "workers": args.workers,
-               "backend": keras.backend.backend(), "sample": "one pair of images (multi-loss model)"}
+               "backend": keras.backend.backend(), "sample": "one image (and its partner in the batch, multi-loss model)"}
     augmentation = Augmentation(**dataclasses.asdict(recipe.augment))
 
     tower = build_tower("xception", args.weights, args.image_size)
@@ -150,7 +151,7 @@ def main() -> None:
     ]
     body = (
         f"Backend: {results['backend']}; loader workers: {args.workers}\n\n"
-        "Samples per second (a sample is one pair of images).\n\n"
+        "Images per second (multi-loss model; each image is paired with one of its batch).\n\n"
         + markdown_table(["stage", "trainable blocks", "augmentation", "loader", "step (model alone)", "fit", "fit / step"], rows)
         + f"\nFrozen tower, inference: {speed['inference_img_s']} images/s, so one pass over the "
         f"{speed['train_images']} training images takes about {speed['inference_pass_seconds_estimated']} s "

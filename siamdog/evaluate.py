@@ -1,6 +1,7 @@
 """Scoring a saved classifier on labelled class folders, and predicting labels for a folder."""
 
 import csv
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from tqdm import tqdm
 from siamdog.data.batches import index_class_folders, list_classes
 from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.errors import SiamdogError
+from siamdog.files import write_json
 from siamdog.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,8 @@ def evaluate(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> Evaluation:
-    """Score the classifier on `data_dir/<class>/` images; write predictions.csv and
-    confusion_matrix.png into `out_dir` (default: `evaluation/` beside the model)."""
+    """Score the classifier on `data_dir/<class>/` images; write predictions.csv,
+    confusion_matrix.png and metrics.json into `out_dir` (default: `evaluation/` beside the model)."""
     classifier, classes, model_file = load_classifier(model)
     data_dir = Path(data_dir)
     filenames, labels = index_class_folders(data_dir, classes)
@@ -154,6 +156,8 @@ def evaluate(
             best = int(probs.argmax())
             writer.writerow([name, classes[true], classes[best], f"{probs[best]:.4f}", int(best == true)])
     plot_confusion_matrix(confusion_matrix(labels, predicted, labels=everything), classes, out_dir / "confusion_matrix.png")
+    metrics = {k: v for k, v in dataclasses.asdict(result).items() if k != "report"}
+    write_json(str(out_dir / "metrics.json"), {**metrics, "model": str(model_file), "data": str(data_dir)})
     return result
 
 

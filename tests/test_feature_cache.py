@@ -7,9 +7,9 @@ import pytest
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches
 from siamdog.data.features import FeatureBatches
-from siamdog.models.backbones import build_tower, split_tower
+from siamdog.models.backbones import build_tower, split_tower, tower_between
 from siamdog.models.siamese import build_siamese, build_softmax, classifier_of, heads_of
-from siamdog.training.feature_cache import cached_outputs, view_batch, weights_digest
+from siamdog.training.feature_cache import cached_outputs, stage_inputs, view_batch, weights_digest
 from siamdog.training.trainer import train
 from tests.conftest import make_class_folders, read_history, tiny_config
 
@@ -34,8 +34,8 @@ def test_feature_batches_contract():
     ordered = FeatureBatches(features.astype("float32"), labels, 2, batch_size=4, shuffle=False)
     assert np.array_equal(ordered[0][0][:, 0], [0, 1, 2, 3])
     paired = PairedBatches(batches, pair_every=1)
-    (x1, x2), (y1, y2, same) = paired[0]
-    assert x1.shape == x2.shape and same.sum() >= 2
+    (x, partner), (y1, y2, same) = paired[0]
+    assert np.array_equal(x, batches[0][0]) and np.array_equal(y2, y1[partner]) and same.sum() >= 2
 
 
 def test_views_are_original_mirror_then_augmented():
@@ -83,6 +83,29 @@ def test_front_and_tail_compose_to_the_tower(tower):
     assert activations.shape[1:] == tail.input_shape[1:]
     np.testing.assert_allclose(tail.predict_on_batch(activations), tower.predict_on_batch(image), rtol=1e-4, atol=1e-5)
     assert split_tower(tower, "xception", 0) == (tower, None)
+    middle = tower_between(tower, "xception", 2, 1)
+    np.testing.assert_allclose(
+        split_tower(tower, "xception", 1)[1].predict_on_batch(middle.predict_on_batch(activations)),
+        tower.predict_on_batch(image), rtol=1e-4, atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="start before it ends"):
+        tower_between(tower, "xception", 1, 2)
+
+
+def test_one_front_pass_serves_every_stage(tower, tmp_path):
+    folders = make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 2}, size=(30, 30))
+    batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
+    cache = tmp_path / "data" / ".siamdog-cache"
+    activations = stage_inputs(tower, "xception", 2, 2, batches, 2, Augmentation(), progress=False)
+    assert activations.shape[:2] == (2, 5) and activations.dtype == np.float16
+    pooled = stage_inputs(tower, "xception", 2, 0, batches, 2, Augmentation(), progress=False)
+    assert pooled.shape == (2, 5, 2048) and pooled.dtype == np.float32
+    assert len(list(cache.glob("*.npy"))) == 2, "one pass of the front, one mapping of it"
+    # Pooled features through the cut equal the tower's own, up to float16 storage.
+    direct = tower.predict_on_batch(batches[0][0][:, :, ::-1])
+    np.testing.assert_allclose(pooled[1, :2], direct, rtol=2e-2, atol=2e-3 * np.abs(direct).max())
+    again = stage_inputs(tower, "xception", 2, 0, batches, 2, Augmentation(), progress=False)
+    assert np.array_equal(np.asarray(again), np.asarray(pooled)) and len(list(cache.glob("*.npy"))) == 2
 
 
 @pytest.mark.parametrize("blocks", [0, 2])
@@ -113,8 +136,9 @@ def test_cached_stages_learn_and_resume(demo, tmp_path):
         train(demo / "data", run, config, workers=2, verbose=0, callbacks=[StopInHeads()])
     assert list((demo / "data" / ".siamdog-cache").glob("train-*.npy"))
     state = train(demo / "data", run, config, workers=2, verbose=0)
-    # heads (pooled features, 2 views), finetune (block-12 activations, 2 views), polish (1 view)
-    assert len(list((demo / "data" / ".siamdog-cache").glob("train-*.npy"))) >= 3
+    # One pass of the front (block-12 activations, 2 views) for all stages, and the pooled
+    # features that heads trains on, mapped from it; polish reads view 0 of the same pass.
+    assert len(list((demo / "data" / ".siamdog-cache").glob("train-*.npy"))) == 2
     assert [int(r["epoch"]) for r in read_history(run, "heads")] == [0, 1, 2, 3]
     assert set(state["completed"]) == {"heads", "finetune", "polish"}
     model = keras.saving.load_model(run / "best.keras")

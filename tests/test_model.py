@@ -16,13 +16,19 @@ def tower():
 
 def test_siamese_outputs(tower):
     model = build_siamese(tower, num_classes=5)
-    assert [t.name for t in model.inputs] == ["image_1", "image_2"]
+    assert [t.name for t in model.inputs] == ["image_1", "partner"]
     assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out"]
-    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
-    ctg_1, ctg_2, same = model.predict([x, x[::-1]], verbose=0)
-    assert ctg_1.shape == ctg_2.shape == (2, 5) and same.shape == (2, 1)
+    x = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
+    partner = np.array([1, 0, 2], dtype="int32")
+    ctg_1, ctg_2, same = model.predict([x, partner], verbose=0)
+    assert ctg_1.shape == ctg_2.shape == (3, 5) and same.shape == (3, 1)
     np.testing.assert_allclose(ctg_1.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(ctg_1, ctg_2[::-1], rtol=1e-4, atol=1e-6)  # one tower, one classifier
+    np.testing.assert_allclose(ctg_2, ctg_1[partner], rtol=1e-4, atol=1e-6)  # one tower, one classifier
+    # bin_out sees the squared difference of each sample's features and its partner's.
+    features = tower.predict(x, verbose=0)
+    kernel, bias = (np.asarray(w) for w in model.get_layer("bin_out").weights)
+    logits = (features - features[partner]) ** 2 @ kernel + bias
+    np.testing.assert_allclose(same, 1 / (1 + np.exp(-logits)), rtol=1e-5)
     # The two heads share one tower: the tower's weights appear once.
     assert len(model.weights) == len({id(w) for w in model.weights})
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siamdog.data.pairing import pair_permutation, same_class
+from siamdog.data.pairing import batch_partners, pair_permutation, same_class
 
 
 def test_swaps_same_class_neighbours_and_pairs_leftovers():
@@ -35,3 +35,10 @@ def test_pair_permutation_properties(labels):
     # No self-pair except a lone leftover: at most one, and only if the leftovers are odd.
     leftovers = sum(c % 2 for c in Counter(labels.tolist()).values())
     assert int(np.sum(perm == np.arange(n))) == leftovers % 2
+
+
+def test_batch_partners_are_swaps_or_neighbours():
+    labels = [0, 1, 0, 2, 1, 3]
+    assert batch_partners(labels, positives=True).tolist() == pair_permutation(labels).tolist()
+    assert batch_partners(labels, positives=False).tolist() == [1, 2, 3, 4, 5, 0]
+    assert batch_partners([4], positives=False).tolist() == [0]

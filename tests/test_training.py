@@ -62,6 +62,8 @@ def test_evaluate_cli_prints_the_headline_first_and_writes_files(trained_run, de
     error = 1 - sum(int(r["correct"]) for r in rows) / len(rows)
     assert lines[0].startswith(f"top-1 error: {error:.4f}")
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["top1_error"] == pytest.approx(error) and metrics["count"] == 32
 
 
 def test_evaluate_script_runs_from_a_checkout(trained_run, demo, tmp_path):

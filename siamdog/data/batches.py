@@ -11,7 +11,7 @@ import numpy as np
 
 from siamdog.data.augment import Augmentation
 from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
-from siamdog.data.pairing import pair_permutation, same_class
+from siamdog.data.pairing import batch_partners, same_class
 from siamdog.errors import SiamdogError
 
 log = logging.getLogger(__name__)
@@ -146,13 +146,15 @@ class DirectoryBatches(keras.utils.PyDataset):
 
 
 class PairedBatches(keras.utils.PyDataset):
-    """Siamese batches `((x1, x2), (y1, y2, same))` from any flow_from_directory-like source.
+    """Siamese batches `((x, partner), (y, y[partner], same))` from any flow_from_directory-like source.
 
     `source` needs `len()`, `source[i] -> (x, one-hot y)` and `on_epoch_end()`: a
-    DirectoryBatches or a legacy ImageDataGenerator iterator. Every `pair_every`-th batch is
-    paired with a permutation of itself that swaps same-class samples (positive pairs); the
-    others are paired with the next batch (mostly negative pairs). The fraction of positive
-    pairs of the last finished epoch is in `last_epoch_positive_fraction`.
+    DirectoryBatches or a legacy ImageDataGenerator iterator. Both members of a pair come from
+    the same batch, so the model computes every image's features once: `partner[i]` is the
+    index in the batch of sample i's partner (see `batch_partners`). Every `pair_every`-th
+    batch swaps same-class samples (positive pairs); the others pair neighbours (mostly
+    negative pairs). The fraction of positive pairs of the last finished epoch is in
+    `last_epoch_positive_fraction`.
     """
 
     def __init__(self, source, pair_every: int = 4, workers: int = 1, max_queue_size: int = 10):
@@ -170,21 +172,14 @@ class PairedBatches(keras.utils.PyDataset):
         return len(self.source)
 
     def __getitem__(self, batch_index: int):
-        x1, y1 = self.source[batch_index]
-        labels_1 = np.argmax(y1, axis=1)
-        if batch_index % self.pair_every == 0:
-            order = pair_permutation(labels_1)
-            x2, y2 = x1[order], y1[order]
-        else:
-            x_next, y_next = self.source[(batch_index + 1) % len(self.source)]
-            # The next batch may be shorter (the last one): wrap around it to match x1.
-            wrap = np.arange(len(x1)) % len(x_next)
-            x2, y2 = x_next[wrap], y_next[wrap]
-        same = same_class(labels_1, np.argmax(y2, axis=1))
+        x, y = self.source[batch_index]
+        labels = np.argmax(y, axis=1)
+        partner = batch_partners(labels, positives=batch_index % self.pair_every == 0)
+        same = same_class(labels, labels[partner])
         with self._lock:
             self._positives += int(same.sum())
             self._pairs += len(same)
-        return (x1, x2), (y1, y2, same[:, None])
+        return (x, partner.astype(np.int32)), (y, y[partner], same[:, None])
 
     def on_epoch_end(self) -> None:
         with self._lock:

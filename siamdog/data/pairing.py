@@ -32,3 +32,15 @@ def pair_permutation(labels: Sequence[int]) -> np.ndarray:
 def same_class(labels_1: Sequence[int], labels_2: Sequence[int]) -> np.ndarray:
     """The binary target of the pair head: 1.0 where both samples have the same class."""
     return (np.asarray(labels_1) == np.asarray(labels_2)).astype("float32")
+
+
+def batch_partners(labels: Sequence[int], positives: bool) -> np.ndarray:
+    """The partner of each sample of a shuffled batch: its same-class partner from
+    `pair_permutation` where `positives`, else its neighbour in the batch (a random other
+    sample, mostly of another class, since the batch is shuffled).
+
+    Partners come from the same batch so that the model computes each image's features once.
+    """
+    if positives:
+        return pair_permutation(labels)
+    return np.roll(np.arange(len(labels)), -1)

@@ -110,19 +110,31 @@ def tail_layers(base: keras.Model, backbone: str, blocks: int) -> list[keras.lay
     return [layer for layer in tail.layers if id(layer) in own]
 
 
+def tower_between(tower: keras.Model, backbone: str, start: int | None, end: int) -> keras.Model:
+    """The part of a tower from where its last `start` blocks begin (None: from the pixels,
+    preprocessing included) to where its last `end` blocks begin (0: the pooled features).
+    It shares the tower's layers.
+    """
+    base = tower.get_layer("base")
+    end_tensor = _checked_tail_input(base, backbone, end) if end else base.output
+    if start is None:
+        if end == 0:
+            return tower
+        image = keras.Input(tower.input_shape[1:], name="image")
+        front = keras.Model(base.input, end_tensor, name="base_front")
+        return keras.Model(image, front(tower.get_layer("preprocess")(image)), name=f"front_{end}")
+    if not start > end:
+        raise ValueError(f"a part must start before it ends (start {start}, end {end})")
+    return keras.Model(_checked_tail_input(base, backbone, start), end_tensor, name=f"blocks_{start}_to_{end}")
+
+
 def split_tower(tower: keras.Model, backbone: str, blocks: int) -> tuple[keras.Model, keras.Model | None]:
     """(front, tail) of a tower, sharing its layers: `front` maps pixels to the input of the
     last `blocks` blocks, `tail` maps that to pooled features. With blocks == 0 the front is
     the whole tower and there is no tail.
     """
-    base = tower.get_layer("base")
-    tail_input = _checked_tail_input(base, backbone, blocks)
-    if tail_input is None:
-        return tower, None
-    base_front = keras.Model(base.input, tail_input, name="base_front")
-    image = keras.Input(tower.input_shape[1:], name="image")
-    front = keras.Model(image, base_front(tower.get_layer("preprocess")(image)), name="front")
-    return front, keras.Model(tail_input, base.output, name="tail")
+    tail = tower_between(tower, backbone, blocks, 0) if blocks else None
+    return tower_between(tower, backbone, None, blocks), tail
 
 
 def unfreeze_last_blocks(tower: keras.Model, backbone: str, blocks: int) -> None:

@@ -1,9 +1,12 @@
 """The classifiers built on a tower: the Siamese multi-loss model and the softmax-only baseline.
 
-Multi-loss (the original recipe): two images go through one shared tower; one classifier
-(Dropout + Dense softmax) is applied to each (`ctg_out_1`, `ctg_out_2`), and a binary head on
-the squared difference of the two pooled features says whether they show the same class
-(`bin_out`). Softmax-only: one image, one classifier (`ctg_out`).
+Multi-loss (the original recipe): the images of a pair go through one shared tower; one
+classifier (Dropout + Dense softmax) is applied to each (`ctg_out_1`, `ctg_out_2`), and a
+binary head on the squared difference of the two pooled features says whether they show the
+same class (`bin_out`). Both members of a pair come from one batch (see
+siamdog.data.batches.PairedBatches), so the tower runs once per image: the model takes the
+batch and each sample's `partner` index, and gathers the partners' features. Softmax-only: one
+image, one classifier (`ctg_out`).
 """
 
 import keras
@@ -17,29 +20,45 @@ def _classifier(num_classes: int, dropout: float) -> keras.Sequential:
     )
 
 
-def _multiloss_outputs(classifier: keras.layers.Layer, same_head: keras.layers.Layer, features_1, features_2) -> list:
-    """(ctg_out_1, ctg_out_2, bin_out) from two feature tensors: one classifier on each, and
-    the "same class?" head on their squared difference."""
-    ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features_1))
+@keras.saving.register_keras_serializable(package="siamdog")
+class PartnerFeatures(keras.layers.Layer):
+    """Row i of the output is row `partner[i]` of the features: the second member of each pair."""
+
+    def call(self, features, partner):
+        return keras.ops.take(features, partner, axis=0)
+
+    def compute_output_shape(self, features_shape, partner_shape):
+        return features_shape
+
+
+def _multiloss_outputs(classifier: keras.layers.Layer, same_head: keras.layers.Layer, features, partner) -> list:
+    """(ctg_out_1, ctg_out_2, bin_out) from a batch's features and each sample's partner index:
+    one classifier on each member of a pair, and the "same class?" head on the squared
+    difference of their features."""
+    features_2 = PartnerFeatures(name="partner_features")(features, partner)
+    ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features))
     ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
-    difference = keras.layers.Subtract(name="feature_difference")([features_1, features_2])
+    difference = keras.layers.Subtract(name="feature_difference")([features, features_2])
     squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
     return [ctg_1, ctg_2, same_head(squared)]
 
 
+def _partner_input() -> keras.KerasTensor:
+    return keras.Input((), dtype="int32", name="partner")
+
+
 def build_siamese(tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
-    """(image_1, image_2) -> (ctg_out_1, ctg_out_2, bin_out)."""
-    shape = tower.input_shape[1:]
-    image_1 = keras.Input(shape, name="image_1")
-    image_2 = keras.Input(shape, name="image_2")
+    """(images, partner) -> (ctg_out_1, ctg_out_2, bin_out)."""
+    image = keras.Input(tower.input_shape[1:], name="image_1")
+    partner = _partner_input()
     # training=False keeps BatchNorm in inference mode even for unfrozen blocks.
     outputs = _multiloss_outputs(
         _classifier(num_classes, dropout),
         keras.layers.Dense(1, activation="sigmoid", name="bin_out"),
-        tower(image_1, training=False),
-        tower(image_2, training=False),
+        tower(image, training=False),
+        partner,
     )
-    return keras.Model([image_1, image_2], outputs, name="siamdog_multiloss")
+    return keras.Model([image, partner], outputs, name="siamdog_multiloss")
 
 
 def build_softmax(tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
@@ -78,21 +97,18 @@ def heads_of(model: keras.Model, tail: keras.Model | None = None) -> tuple[keras
     """
     shape = tail.input_shape[1:] if tail is not None else (tower_of(model).output_shape[-1],)
 
-    def features(inputs):
-        # training=False: BatchNorm in the tail keeps its statistics, as in the full model.
-        return tail(inputs, training=False) if tail is not None else inputs
-
+    inputs = keras.Input(shape, name="cached")
+    # training=False: BatchNorm in the tail keeps its statistics, as in the full model.
+    features = tail(inputs, training=False) if tail is not None else inputs
     classifier = model.get_layer("classifier")
-    inputs_1 = keras.Input(shape, name="cached_1")
-    features_1 = features(inputs_1)
-    probabilities = classifier(features_1)
-    cached_classifier = keras.Model(inputs_1, probabilities, name="cached_classifier")
+    probabilities = classifier(features)
+    cached_classifier = keras.Model(inputs, probabilities, name="cached_classifier")
     if len(model.outputs) == 1:
-        heads = keras.Model(inputs_1, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_on_cache")
+        heads = keras.Model(inputs, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_on_cache")
         return heads, cached_classifier
-    inputs_2 = keras.Input(shape, name="cached_2")
-    outputs = _multiloss_outputs(classifier, model.get_layer("bin_out"), features_1, features(inputs_2))
-    return keras.Model([inputs_1, inputs_2], outputs, name="multiloss_on_cache"), cached_classifier
+    partner = _partner_input()
+    outputs = _multiloss_outputs(classifier, model.get_layer("bin_out"), features, partner)
+    return keras.Model([inputs, partner], outputs, name="multiloss_on_cache"), cached_classifier
 
 
 def tower_of(model: keras.Model) -> keras.Model:

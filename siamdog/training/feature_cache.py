@@ -1,11 +1,14 @@
 """One pass of the frozen front of the tower over a split, stored so that later epochs, stages
 and runs read it back instead of recomputing it.
 
-The front is the whole tower while it is frozen (its outputs are pooled features), or the
-layers before the last trainable blocks (its outputs are those blocks' input activations).
+The front is the part of the tower that no stage trains: the layers before the last
+trainable blocks (its outputs are those blocks' input activations), or the whole tower if no
+stage unfreezes any. One pass of the front over the images serves every stage: a stage that
+trains fewer blocks (`heads`: none) maps the cached activations through the frozen blocks
+between (a small fraction of the tower's work) and caches that too.
 Views of an image: 0 is the image as is, 1 its horizontal mirror, 2 and above seeded random
 augmentations. The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
-samples, ...) per pass, named by everything that decides its content (the weights of the front,
+samples, ...) per pass, named by everything that decides its content (the weights of the part,
 image size, views, seed, the file list), so several runs on the same organized data (the
 linear probe and each variant's stages) share one pass and a changed input never reuses a
 stale one. Large activations are stored as float16 in a memory-mapped file.
@@ -23,6 +26,7 @@ from tqdm import tqdm
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches
 from siamdog.files import replace_atomically
+from siamdog.models.backbones import tower_between
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,24 @@ def cache_path(batches: DirectoryBatches, front_key: dict, views: int) -> Path:
     return split.parent / ".siamdog-cache" / f"{split.name}-{digest}.npy"
 
 
+def _stored(path: Path, shape: tuple, dtype: str, fill) -> np.ndarray:
+    """The array in `path` (memory-mapped), made by `fill(array)` under a temporary name first
+    if it is not there yet."""
+    if path.is_file():
+        log.info("reading cached outputs from %s", path)
+        return np.load(path, mmap_mode="r")
+
+    def compute(tmp):
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        fill(out)
+        out.flush()
+        del out
+
+    path.parent.mkdir(exist_ok=True)
+    replace_atomically(path, compute)
+    return np.load(path, mmap_mode="r")
+
+
 def cached_outputs(
     front: keras.Model,
     batches: DirectoryBatches,
@@ -68,14 +90,8 @@ def cached_outputs(
     if batches.shuffle or batches.augmentation is not None:
         raise ValueError("the cache pass needs unshuffled, unaugmented batches")
     front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, "seed": seed}
-    path = cache_path(batches, front_key, views)
-    if path.is_file():
-        log.info("reading cached %s outputs from %s", front.name, path)
-        return np.load(path, mmap_mode="r")
 
-    def compute(tmp):
-        shape = (views, batches.samples, *front.output_shape[1:])
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+    def fill(out):
         with tqdm(total=views * batches.samples, desc=f"{front.name} pass ({views} view(s))", unit="img", disable=not progress) as bar:
             for i in range(len(batches)):
                 images, _ = batches[i]
@@ -84,9 +100,53 @@ def cached_outputs(
                     batch = view_batch(images, view, augmentation, np.random.default_rng([seed, view, i]))
                     out[view, start : start + len(images)] = np.asarray(front.predict_on_batch(batch))
                     bar.update(len(images))
-        out.flush()
-        del out
 
-    path.parent.mkdir(exist_ok=True)
-    replace_atomically(path, compute)
-    return np.load(path, mmap_mode="r")
+    shape = (views, batches.samples, *front.output_shape[1:])
+    return _stored(cache_path(batches, front_key, views), shape, dtype, fill)
+
+
+def cached_mapping(
+    part: keras.Model, inputs: np.ndarray, batch_size: int = 32, dtype: str = "float32", progress: bool = True
+) -> np.ndarray:
+    """`part`'s outputs for every row of a cached array `inputs` (views, samples, ...), stored
+    beside it and named by it and by `part`'s weights."""
+    key = json.dumps({"weights": weights_digest(part), "output": list(part.output_shape[1:]), "dtype": dtype})
+    source = Path(inputs.filename)
+    path = source.with_name(f"{source.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy")
+    views, samples = inputs.shape[:2]
+
+    def fill(out):
+        with tqdm(total=views * samples, desc=f"{part.name} pass", unit="img", disable=not progress) as bar:
+            for view in range(views):
+                for start in range(0, samples, batch_size):
+                    rows = inputs[view, start : start + batch_size].astype(np.float32)
+                    out[view, start : start + len(rows)] = np.asarray(part.predict_on_batch(rows))
+                    bar.update(len(rows))
+
+    return _stored(path, (views, samples, *part.output_shape[1:]), dtype, fill)
+
+
+def stage_inputs(
+    tower: keras.Model,
+    backbone: str,
+    front_blocks: int,
+    blocks: int,
+    batches: DirectoryBatches,
+    views: int,
+    augmentation: Augmentation,
+    seed: int = 0,
+    progress: bool = True,
+) -> np.ndarray:
+    """The cached inputs of a stage that trains the last `blocks` blocks, shape (views, samples,
+    ...): the activations where those blocks begin (pooled features for 0), from one pass of
+    the front that stops where the last `front_blocks` blocks begin (front_blocks >= blocks),
+    mapped through the frozen blocks between if there are any."""
+    def dtype(cut):  # pooled features are small; activations are not
+        return "float16" if cut else "float32"
+
+    front = tower_between(tower, backbone, None, front_blocks)
+    activations = cached_outputs(front, batches, views, augmentation, seed, dtype(front_blocks), progress)
+    if blocks == front_blocks:
+        return activations
+    middle = tower_between(tower, backbone, front_blocks, blocks)
+    return cached_mapping(middle, activations, batches.batch_size, dtype(blocks), progress)

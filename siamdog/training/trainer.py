@@ -12,8 +12,8 @@ A run directory holds everything needed to reproduce and resume a run:
     backup/<stage>/        BackupAndRestore's files while a stage runs
 
 Running again on the same run directory skips finished stages and resumes the current one at
-the epoch after the last one that finished. With `feature_cache_views`, the frozen front of
-the tower runs once per stage kind and data (see feature_cache) and each stage fits only what
+the epoch after the last one that finished. With `feature_cache_views`, the part of the tower
+that no stage trains runs once over the data (see feature_cache) and each stage fits only what
 it trains, on the cached outputs; the saved model is the same single-image classifier.
 """
 
@@ -44,7 +44,7 @@ from siamdog.training.callbacks import (
     StageBackupAndRestore,
     TrainingCurves,
 )
-from siamdog.training.feature_cache import cached_outputs
+from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.stages import compile_stage, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -238,20 +238,27 @@ def _stage_data(
     """What a stage fits and validates: (model to fit, its batch source, validation classifier,
     validation batches).
 
-    Normally the whole model on images. With `feature_cache_views`, the frozen front of the
-    tower runs once (see feature_cache) and the stage fits only what trains (the heads, and
-    the last blocks if unfrozen) on its cached outputs: for `feature_cache_views` views of each
-    image where the stage augments, for the image as is where it does not.
+    Normally the whole model on images. With `feature_cache_views`, the part of the tower that
+    no stage trains runs once over the images (see feature_cache) and each stage fits only
+    what it trains (the heads, and the last blocks if unfrozen) on cached inputs: all
+    `feature_cache_views` views of each image where the stage augments, view 0 (the image as
+    is) where it does not.
     """
     size = (config.image_size, config.image_size)
     seed = config.seed + 1000 * index
     if config.feature_cache_views:
-        front, tail = split_tower(tower_of(model), config.backbone, stage.trainable_blocks)
-        dtype = "float32" if tail is None else "float16"  # pooled features are small; activations are not
-        views = config.feature_cache_views if stage.augment else 1
+        tower = tower_of(model)
+        front_blocks = max(s.trainable_blocks for s in config.stages)
         plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
-        train_cache = cached_outputs(front, plain, views, augmentation, config.seed, dtype)
-        valid_cache = cached_outputs(front, valid, 1, augmentation, config.seed, dtype)
+
+        def inputs(batches, views):
+            return stage_inputs(
+                tower, config.backbone, front_blocks, stage.trainable_blocks, batches, views, augmentation, config.seed
+            )
+
+        train_cache = inputs(plain, config.feature_cache_views)[: None if stage.augment else 1]
+        valid_cache = inputs(valid, 1)
+        _, tail = split_tower(tower, config.backbone, stage.trainable_blocks)
         fit_model, cached_classifier = heads_of(model, tail)
         return (
             fit_model,

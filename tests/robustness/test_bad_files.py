@@ -78,9 +78,9 @@ def test_batches_stay_full_when_files_go_bad_after_organize(organized, caplog):
     for epoch in range(2):
         sizes = []
         for i in range(len(paired)):
-            (x1, x2), (y1, y2, same) = paired[i]
-            assert np.isfinite(x1).all() and len(x1) == len(x2) == len(same)
-            sizes.append(len(x1))
+            (x, partner), (y1, y2, same) = paired[i]
+            assert np.isfinite(x).all() and len(x) == len(partner) == len(same)
+            sizes.append(len(x))
         assert sum(sizes) == batches.samples and all(s == 4 for s in sizes[:-1])
         paired.on_epoch_end()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
