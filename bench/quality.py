@@ -47,16 +47,28 @@ VARIANTS = ("linear_probe", "softmax_only", "multiloss", "multiloss_polish")
 
 
 def run_measured(command: list[str], log_file: Path) -> tuple[float, float]:
-    """Run a command to completion with its output in `log_file`; (wall seconds, peak RSS MB)."""
+    """Run a command to completion with its output in `log_file`; (wall seconds, peak RSS MB).
+
+    The peak is the child's own VmHWM, read every half second: getrusage's ru_maxrss of a
+    child would include the RSS of this process at the fork (Linux keeps the old high-water
+    mark across exec).
+    """
     print("$", " ".join(command), flush=True)
     started = time.monotonic()
+    peak_kb = 0
     with open(log_file, "a") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(process.pid, 0)
+        while process.poll() is None:
+            try:
+                with open(f"/proc/{process.pid}/status") as f:
+                    peak_kb = max([peak_kb] + [int(line.split()[1]) for line in f if line.startswith("VmHWM:")])
+            except OSError:
+                pass
+            time.sleep(0.5)
     seconds = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(command)}; see {log_file}")
-    return seconds, usage.ru_maxrss / 1024
+    if process.returncode != 0:
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}; see {log_file}")
+    return seconds, peak_kb / 1024
 
 
 def organized_data(work: Path, log_file: Path) -> Path:
