@@ -125,7 +125,7 @@ def linear_probe(config, data: Path) -> dict:
     }
 
 
-def trained_variant(run: Path, config_file: Path, data: Path, stages: list[str], name: str, log_file: Path) -> dict:
+def trained_variant(run: Path, config_file: Path, data: Path, train_images: int, stages: list[str], name: str, log_file: Path) -> dict:
     """Train `stages` of a run (resuming after those already done), then evaluate its best.keras."""
     siamdog = [sys.executable, "-m", "siamdog.cli"]
     command = [*siamdog, "train", "--data", str(data), "--run", str(run), "--config", str(config_file), "--stages", ",".join(stages)]
@@ -134,9 +134,8 @@ def trained_variant(run: Path, config_file: Path, data: Path, stages: list[str],
     _, eval_rss = run_measured([sys.executable, "tools/evaluate.py", "--model", str(run), "--data", str(data / "valid"), "--out", str(out)], log_file)
     metrics = json.loads((out / "metrics.json").read_text())
     state = json.loads((run / "state.json").read_text())
-    done = {s: state["completed"][s] for s in state["completed"]}
+    done = state["completed"]
     seconds = sum(s["seconds"] for s in done.values())
-    samples = sum(1 for _ in (data / "train").glob("*/*"))
     epochs = sum(s["epochs_run_now"] for s in done.values())
     return {
         "top1_err": round(metrics["top1_error"], 4),
@@ -144,7 +143,7 @@ def trained_variant(run: Path, config_file: Path, data: Path, stages: list[str],
         "train_seconds": round(seconds, 1),
         "stages": {s: v["seconds"] for s, v in done.items()},
         "epochs": {s: v["epochs_run_now"] for s, v in done.items()},
-        "train_img_s": round(samples * epochs / seconds, 2),
+        "train_img_s": round(train_images * epochs / seconds, 2),
         "peak_rss_mb": round(max(train_rss, eval_rss), 1),
         "best": state["best"],
         "valid_images": metrics["count"],
@@ -216,12 +215,12 @@ def main() -> None:
     softmax["stages"] = [s for s in softmax["stages"] if s["name"] != "polish"]
     save_config(config_from_dict(softmax), softmax_file)
     multiloss_stages = [s.name for s in config.stages if s.name != "polish"]
-    results["softmax_only"] = trained_variant(runs / "softmax_only", softmax_file, data, multiloss_stages, "softmax_only", log_file)
+    results["softmax_only"] = trained_variant(runs / "softmax_only", softmax_file, data, results["train_images"], multiloss_stages, "softmax_only", log_file)
     print("softmax_only", results["softmax_only"], flush=True)
-    results["multiloss"] = trained_variant(runs / "multiloss", config_file, data, multiloss_stages, "multiloss", log_file)
+    results["multiloss"] = trained_variant(runs / "multiloss", config_file, data, results["train_images"], multiloss_stages, "multiloss", log_file)
     print("multiloss", results["multiloss"], flush=True)
     if "polish" in config.stage_names():
-        results["multiloss_polish"] = trained_variant(runs / "multiloss", config_file, data, ["polish"], "multiloss_polish", log_file)
+        results["multiloss_polish"] = trained_variant(runs / "multiloss", config_file, data, results["train_images"], ["polish"], "multiloss_polish", log_file)
         print("multiloss_polish", results["multiloss_polish"], flush=True)
 
     results["total_seconds"] = round(time.monotonic() - started, 1)
