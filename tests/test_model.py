@@ -56,9 +56,26 @@ def test_unfreeze_last_two_xception_blocks(tower):
     assert trainable, "block13 and block14 should train"
     named = [n for n in trainable if n.startswith("block")]
     assert {n.split("_")[0] for n in named} == {"block13", "block14"}
-    assert len(trainable) - len(named) == 2, "plus block13's residual convolution and its BatchNorm"
+    assert len(trainable) - len(named) == 1, "plus block13's residual convolution"
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in base.layers if layer.trainable)
     unfreeze_last_blocks(tower, "xception", 0)
     assert tower.trainable_weights == []
+
+
+def test_fine_tuning_keeps_batchnorm_in_inference_mode():
+    # fit calls the model with training=True; batch statistics in the unfrozen blocks would
+    # make those outputs differ from inference, and a step would move the moving statistics.
+    tower = build_tower("xception", "none", SIZE)
+    x = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+    calibrate_batchnorm(tower, x)
+    unfreeze_last_blocks(tower, "xception", 2)
+    model = build_softmax(tower, num_classes=3, dropout=0.0)
+    np.testing.assert_allclose(model(x, training=True), model(x, training=False), rtol=1e-5, atol=1e-6)
+    norm = tower.get_layer("base").get_layer("block14_sepconv2_bn")
+    moving_mean = np.asarray(norm.moving_mean)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy")
+    model.train_on_batch(x, np.eye(3)[[0, 1, 2, 0]])
+    np.testing.assert_array_equal(np.asarray(norm.moving_mean), moving_mean)
 
 
 def test_inception_v3_last_blocks():

@@ -140,14 +140,17 @@ def split_tower(tower: keras.Model, backbone: str, blocks: int) -> tuple[keras.M
 def unfreeze_last_blocks(tower: keras.Model, backbone: str, blocks: int) -> None:
     """Make only the last `blocks` blocks of the tower's backbone trainable (0: all frozen).
 
-    BatchNormalization layers are unfrozen with their block, but the tower is always called
-    with training=False, so they keep using their ImageNet statistics.
+    BatchNormalization layers stay frozen, in unfrozen blocks too: a frozen BatchNorm always
+    normalizes with its moving (ImageNet) statistics. Calling the tower with training=False is
+    not enough for that: a functional model that `fit` calls in training mode passes
+    training=True down to the models nested in it (checked on Keras 3.15), and batch
+    statistics in the fine-tuned blocks wreck the pretrained features.
     """
     base = tower.get_layer("base")
     trainable = {id(layer) for layer in tail_layers(base, backbone, blocks)}
     base.trainable = bool(trainable)
     for layer in base.layers:
-        layer.trainable = id(layer) in trainable
+        layer.trainable = id(layer) in trainable and not isinstance(layer, keras.layers.BatchNormalization)
 
 
 def calibrate_batchnorm(tower: keras.Model, images) -> None:

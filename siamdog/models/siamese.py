@@ -51,7 +51,7 @@ def build_siamese(tower: keras.Model, num_classes: int, dropout: float = 0.5) ->
     """(images, partner) -> (ctg_out_1, ctg_out_2, bin_out)."""
     image = keras.Input(tower.input_shape[1:], name="image_1")
     partner = _partner_input()
-    # training=False keeps BatchNorm in inference mode even for unfrozen blocks.
+    # BatchNorm stays in inference mode because unfreeze_last_blocks never unfreezes it.
     outputs = _multiloss_outputs(
         _classifier(num_classes, dropout),
         keras.layers.Dense(1, activation="sigmoid", name="bin_out"),
@@ -98,7 +98,6 @@ def heads_of(model: keras.Model, tail: keras.Model | None = None) -> tuple[keras
     shape = tail.input_shape[1:] if tail is not None else (tower_of(model).output_shape[-1],)
 
     inputs = keras.Input(shape, name="cached")
-    # training=False: BatchNorm in the tail keeps its statistics, as in the full model.
     features = tail(inputs, training=False) if tail is not None else inputs
     classifier = model.get_layer("classifier")
     probabilities = classifier(features)
