@@ -55,7 +55,10 @@ class StageConfig:
 
 def default_stages() -> list[StageConfig]:
     """The original recipe: heads on a frozen tower, then the last two blocks, then no augmentation."""
-    heads = StageConfig(name="heads", epochs=30, optimizer="nadam", learning_rate=2e-3)
+    # The "same class?" loss in heads trains only bin_out (the tower is frozen and the classifier
+    # does not see that loss), so finetune starts with a trained bin_out instead of sending a
+    # random head's gradients into the unfrozen blocks.
+    heads = StageConfig(name="heads", epochs=30, optimizer="nadam", learning_rate=2e-3, binary_loss_weight=0.5)
     finetune = StageConfig(
         name="finetune",
         epochs=30,

@@ -9,7 +9,7 @@ def test_default_yaml_is_the_recipe_in_the_dataclass_defaults():
     config = load_config(REPO / "configs" / "default.yaml")
     assert config == TrainConfig()
     heads, finetune, polish = config.stages
-    assert (heads.name, heads.optimizer, heads.trainable_blocks, heads.binary_loss_weight, heads.augment) == ("heads", "nadam", 0, 0.0, True)
+    assert (heads.name, heads.optimizer, heads.trainable_blocks, heads.binary_loss_weight, heads.augment) == ("heads", "nadam", 0, 0.5, True)
     assert (finetune.optimizer, finetune.learning_rate, finetune.momentum, finetune.trainable_blocks, finetune.binary_loss_weight) == ("sgd", 1e-4, 0.9, 2, 0.5)
     assert (polish.optimizer, polish.learning_rate, polish.augment) == ("sgd", 1e-5, False)
 

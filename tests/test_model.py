@@ -4,7 +4,8 @@ import pytest
 
 from siamdog.errors import SiamdogError
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, unfreeze_last_blocks
-from siamdog.models.siamese import build_siamese, build_softmax, classifier_of
+from siamdog.models.siamese import build_siamese, build_softmax, classifier_of, heads_of
+from siamdog.training.stages import compile_stage
 
 SIZE = 71
 
@@ -103,3 +104,23 @@ def test_calibration_gives_a_random_tower_usable_features():
     calibrate_batchnorm(tower, x)
     after = np.asarray(tower(x, training=False))
     assert before.std() < 1e-3 < 1e-2 < after.std()
+
+
+def test_binary_loss_on_a_frozen_tower_trains_only_the_same_class_head(tower):
+    # Why heads can train bin_out at no cost to the classifier: with the tower frozen, the
+    # "same class?" loss reaches only bin_out's weights.
+    unfreeze_last_blocks(tower, "xception", 0)
+    features = np.random.default_rng(0).normal(size=(8, 2048)).astype("float32")
+    partner = np.array([1, 0, 3, 2, 5, 4, 7, 6], dtype="int32")
+    y = np.eye(3, dtype="float32")[[0, 0, 1, 1, 2, 2, 0, 1]]
+    same = np.array([1, 1, 1, 1, 1, 1, 0, 0], dtype="float32")[:, None]
+    trained = {}
+    for weight in (0.0, 0.5):
+        keras.utils.set_random_seed(0)
+        model, _ = heads_of(build_siamese(tower, num_classes=3))
+        compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=weight)
+        model.train_on_batch([features, partner], (y, y[partner], same))
+        same_head = {id(w) for w in model.get_layer("bin_out").weights}
+        trained[weight] = [(id(w) in same_head, np.asarray(w)) for w in model.trainable_weights]
+    changed = [in_head for (in_head, a), (_, b) in zip(trained[0.0], trained[0.5]) if not np.array_equal(a, b)]
+    assert changed == [True, True], "bin_out's kernel and bias, and nothing else"
