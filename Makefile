@@ -3,6 +3,7 @@
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
+#   make bench-cache                  (needs ../shared; see bench/cache_accuracy.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,7 +23,7 @@ DEMO ?= build/demo
 PYTEST_ARGS ?=
 PROFILE ?= cpu
 
-.PHONY: install organize train evaluate demo test clean bench bench-scale bench-speed
+.PHONY: install organize train evaluate demo test clean bench bench-scale bench-speed bench-cache
 
 install: $(VENV)/.installed
 
@@ -64,3 +65,7 @@ bench-speed: install
 # Quality on real photos (bench/configs/$(PROFILE).yaml), with bench-speed's throughput figures.
 bench: bench-speed
 	$(BIN)/python bench/quality.py --profile $(PROFILE)
+
+# Accuracy with and without the frozen-front cache, on the same split.
+bench-cache: install
+	$(BIN)/python bench/cache_accuracy.py
