@@ -2,13 +2,13 @@
 
     python bench/cache_accuracy.py        (make bench-cache)
 
-On ../shared/data/dogs120, bench/configs/cache-check.yaml is trained twice on one split: as
-is (`feature_cache_views: 2`: the frozen front runs once, stages train on the image and its
-mirror) and with `feature_cache_views: 0` (every epoch decodes and augments the images and
-runs the whole tower). Both go through `siamdog train` and `tools/evaluate.py`. The two
-models' errors on the same valid images are compared with an exact McNemar test (a binomial
-test on the images that only one of them gets right). Writes
-bench/results/cache-<size>px-<date>.json and .md.
+On ../shared/data/dogs120, bench/configs/cache-check.yaml is trained on one split with
+`feature_cache_views: 0` (every epoch decodes and augments the images and runs the whole
+tower) and with each of `--views` cached views (the frozen front runs once; view 0 is the
+image as is, view 1 its mirror, more are seeded augmentations). All go through `siamdog
+train` and `tools/evaluate.py`. Each cached model's errors on the valid images are compared
+with the uncached model's by an exact McNemar test (a binomial test on the images that only
+one of the two gets right). Writes bench/results/cache-<size>px-<date>.json and .md.
 """
 
 import argparse
@@ -44,49 +44,56 @@ def paired_comparison(cached: dict[str, bool], uncached: dict[str, bool]) -> dic
 
 
 def report(results: dict) -> str:
+    names = results["variants"]
     rows = [
         [name, results[name]["views"], f"{results[name]['top1_err']:.4f}", f"{results[name]['top5_err']:.4f}",
          ", ".join(f"{s} {t:.0f}" for s, t in results[name]["stages"].items()), f"{results[name]['train_seconds']:.0f}"]
-        for name in ("cached", "uncached")
+        for name in names
     ]
-    paired = results["paired"]
-    return (
+    lines = [
         f"dogs120: {results['train_images']} training and {results['valid_images']} valid images, "
-        f"{results['image_size']} px; config `{results['config']}`. Total wall time {results['total_seconds'] / 60:.1f} min.\n\n"
-        + markdown_table(["variant", "feature_cache_views", "top-1 err", "top-5 err", "stages (s)", "train s"], rows)
-        + f"\nOf the valid images, {paired['only_cached_right']} are right only with the cache and "
-        f"{paired['only_uncached_right']} only without it: exact McNemar p = {paired['mcnemar_p']}.\n"
-    )
+        f"{results['image_size']} px; config `{results['config']}`. Total wall time {results['total_seconds'] / 60:.1f} min.\n",
+        markdown_table(["variant", "feature_cache_views", "top-1 err", "top-5 err", "stages (s)", "train s"], rows),
+    ]
+    for name in names[1:]:
+        paired = results[name]["against_uncached"]
+        lines.append(
+            f"{name}: of the valid images, {paired['only_cached_right']} are right only with this cache and "
+            f"{paired['only_uncached_right']} only without a cache (exact McNemar p = {paired['mcnemar_p']})."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "bench" / "configs" / "cache-check.yaml"))
+    parser.add_argument("--views", type=int, nargs="+", default=[2, 1], help="cached views to compare (default: 2 1)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
+    if min(args.views) < 1:
+        raise SystemExit("--views: numbers of cached views, each at least 1 (the uncached run is always made)")
 
     config_file = Path(args.config).resolve()
     config = load_config(config_file)
-    if not config.feature_cache_views:
-        raise SystemExit(f"{config_file}: set feature_cache_views (the cached variant) above 0")
     work = Path(args.work)
     runs = work / "runs" / f"cache-{config.image_size}px-{header('x')['date']}"
     runs.mkdir(parents=True, exist_ok=True)
     log_file = runs / "bench.log"
     started = time.monotonic()
     data = organized_data(work, log_file)
-    uncached_file = runs / "uncached.yaml"
-    save_config(config_from_dict({**config_to_dict(config), "feature_cache_views": 0}), uncached_file)
     results = {**header("cache accuracy"), "image_size": config.image_size, "config": str(config_file.relative_to(REPO)),
-               "train_images": sum(1 for _ in (data / "train").glob("*/*")), "valid_images": sum(1 for _ in (data / "valid").glob("*/*"))}
-    stages = config.stage_names()
-    for name, file, views in (("cached", config_file, config.feature_cache_views), ("uncached", uncached_file, 0)):
-        results[name] = {"views": views, **trained_variant(runs / name, file, data, results["train_images"], stages, name, log_file)}
+               "train_images": sum(1 for _ in (data / "train").glob("*/*")), "valid_images": sum(1 for _ in (data / "valid").glob("*/*")),
+               "variants": ["uncached"] + [f"cached_{views}" for views in args.views]}
+    for name, views in zip(results["variants"], [0, *args.views]):
+        variant_file = runs / f"{name}.yaml"
+        save_config(config_from_dict({**config_to_dict(config), "feature_cache_views": views}), variant_file)
+        results[name] = {"views": views, **trained_variant(runs / name, variant_file, data, results["train_images"], config.stage_names(), name, log_file)}
+        if views:
+            results[name]["against_uncached"] = paired_comparison(
+                correct_by_image(runs / name / f"evaluation-{name}"), correct_by_image(runs / "uncached" / "evaluation-uncached")
+            )
         print(name, results[name], flush=True)
-    results["paired"] = paired_comparison(
-        correct_by_image(runs / "cached" / "evaluation-cached"), correct_by_image(runs / "uncached" / "evaluation-uncached")
-    )
     results["total_seconds"] = round(time.monotonic() - started, 1)
     write_results(args.out, f"cache-{config.image_size}px-{results['date']}", results,
                   "Cached views against per-epoch augmentation on dogs120", report(results))
