@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from scipy.stats import binomtest  # noqa: E402
 
 from bench.common import header, markdown_table, write_results  # noqa: E402
-from bench.quality import organized_data, trained_variant  # noqa: E402
+from bench.quality import data_summary, describe_data, trained_variant, workspace  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
 
 
@@ -51,8 +51,7 @@ def report(results: dict) -> str:
         for name in names
     ]
     lines = [
-        f"dogs120: {results['train_images']} training and {results['valid_images']} valid images, "
-        f"{results['image_size']} px; config `{results['config']}`. Total wall time {results['total_seconds'] / 60:.1f} min.\n",
+        describe_data(results),
         markdown_table(["variant", "feature_cache_views", "top-1 err", "top-5 err", "stages (s)", "train s"], rows),
     ]
     for name in names[1:]:
@@ -76,15 +75,10 @@ def main() -> None:
 
     config_file = Path(args.config).resolve()
     config = load_config(config_file)
-    work = Path(args.work)
-    runs = work / "runs" / f"cache-{config.image_size}px-{header('x')['date']}"
-    runs.mkdir(parents=True, exist_ok=True)
-    log_file = runs / "bench.log"
     started = time.monotonic()
-    data = organized_data(work, log_file)
+    runs, log_file, data = workspace(Path(args.work), f"cache-{config.image_size}px")
     results = {**header("cache accuracy"), "image_size": config.image_size, "config": str(config_file.relative_to(REPO)),
-               "train_images": sum(1 for _ in (data / "train").glob("*/*")), "valid_images": sum(1 for _ in (data / "valid").glob("*/*")),
-               "variants": ["uncached"] + [f"cached_{views}" for views in args.views]}
+               **data_summary(data), "variants": ["uncached"] + [f"cached_{views}" for views in args.views]}
     for name, views in zip(results["variants"], [0, *args.views]):
         variant_file = runs / f"{name}.yaml"
         save_config(config_from_dict({**config_to_dict(config), "feature_cache_views": views}), variant_file)

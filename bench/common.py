@@ -31,10 +31,14 @@ def peak_rss_mb(children: bool = False) -> float:
     return usage.ru_maxrss / 1024  # kilobytes on Linux
 
 
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
 def header(name: str) -> dict:
     return {
         "benchmark": name,
-        "date": datetime.date.today().isoformat(),
+        "date": today(),
         "machine": machine(),
         "python": platform.python_version(),
         "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]]),

@@ -39,7 +39,7 @@ from sklearn.metrics import top_k_accuracy_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
+from bench.common import header, markdown_table, peak_rss_mb, today, write_results  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config, save_config  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -79,6 +79,29 @@ def organized_data(work: Path, log_file: Path) -> Path:
     siamdog = [sys.executable, "-m", "siamdog.cli"]
     run_measured([*siamdog, "organize", str(dogs / "train"), str(data), "--labels", str(dogs / "labels.csv"), "--link", "sym"], log_file)
     return data
+
+
+def workspace(work: Path, name: str) -> tuple[Path, Path, Path]:
+    """(runs folder, log file, organized dog photos) of a benchmark named `name` today."""
+    runs = work / "runs" / f"{name}-{today()}"
+    runs.mkdir(parents=True, exist_ok=True)
+    log_file = runs / "bench.log"
+    return runs, log_file, organized_data(work, log_file)
+
+
+def data_summary(data: Path) -> dict:
+    train, valid = data / "train", data / "valid"
+    return {"train_images": sum(1 for _ in train.glob("*/*")), "valid_images": sum(1 for _ in valid.glob("*/*")),
+            "classes": sum(1 for p in train.iterdir() if p.is_dir())}
+
+
+def describe_data(results: dict) -> str:
+    """The first line of a report: the data, the image size, the config and the wall time."""
+    return (
+        f"dogs120: {results['train_images']} training and {results['valid_images']} valid images, "
+        f"{results['classes']} breeds, {results['image_size']} px; config `{results['config']}`. "
+        f"Total wall time {results['total_seconds'] / 60:.1f} min.\n"
+    )
 
 
 def linear_probe(config, data: Path) -> dict:
@@ -172,9 +195,7 @@ def report(results: dict) -> str:
         rows.append([name, f"{v['top1_err']:.4f}", f"{v['top5_err']:.4f}", f"{v['train_seconds']:.0f}", stages, v["train_img_s"], v["peak_rss_mb"]])
     speed = results["speed"]
     lines = [
-        f"dogs120: {results['train_images']} training and {results['valid_images']} valid images, "
-        f"{results['classes']} breeds, {results['image_size']} px; config `{results['config']}`. "
-        f"Total wall time {results['total_seconds'] / 60:.1f} min.\n",
+        describe_data(results),
         markdown_table(["variant", "top-1 err", "top-5 err", "train s", "stages (s)", "train img/s", "peak RSS MB"], rows),
         f"\nOne pass of the frozen tower over the training set: {speed['inference_pass_seconds']} s "
         f"(the cached pass, per view). Peak RSS {speed['peak_rss_mb']} MB.",
@@ -196,15 +217,10 @@ def main() -> None:
 
     config_file = REPO / "bench" / "configs" / f"{args.profile}.yaml"
     config = load_config(config_file)
-    work = Path(args.work)
-    runs = work / "runs" / f"{args.profile}-{header('x')['date']}"
-    runs.mkdir(parents=True, exist_ok=True)
-    log_file = runs / "bench.log"
     started = time.monotonic()
-    data = organized_data(work, log_file)
-    results = {**header("quality"), "profile": args.profile, "image_size": config.image_size, "config": str(config_file.relative_to(REPO)),
-               "train_images": sum(1 for _ in (data / "train").glob("*/*")), "valid_images": sum(1 for _ in (data / "valid").glob("*/*")),
-               "classes": len([p for p in (data / "train").iterdir() if p.is_dir()])}
+    runs, log_file, data = workspace(Path(args.work), args.profile)
+    results = {**header("quality"), "profile": args.profile, "image_size": config.image_size,
+               "config": str(config_file.relative_to(REPO)), **data_summary(data)}
 
     results["linear_probe"] = linear_probe(config, data)
     print("linear_probe", results["linear_probe"], flush=True)

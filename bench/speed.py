@@ -38,6 +38,7 @@ from siamdog.config import TrainConfig  # noqa: E402
 from siamdog.data.augment import Augmentation  # noqa: E402
 from siamdog.data.batches import DirectoryBatches, PairedBatches  # noqa: E402
 from siamdog.data.organize import organize  # noqa: E402
+from siamdog.data.pairing import batch_partners, same_class  # noqa: E402
 from siamdog.models.backbones import build_tower, unfreeze_last_blocks  # noqa: E402
 from siamdog.models.siamese import build_siamese  # noqa: E402
 from siamdog.training.stages import compile_stage, make_optimizer  # noqa: E402
@@ -75,9 +76,9 @@ def step_rate(model: keras.Model, batch_size: int, size: int, classes: int, step
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, size, size, 3)).astype("float32")
     labels = rng.integers(0, classes, batch_size)
-    partner = np.roll(np.arange(batch_size), -1).astype("int32")
+    partner = batch_partners(labels, positives=False).astype("int32")
     y = keras.utils.to_categorical(labels, classes)
-    targets = [y, y[partner], (labels == labels[partner]).astype("float32")[:, None]]
+    targets = [y, y[partner], same_class(labels, labels[partner])[:, None]]
     model.train_on_batch([x, partner], targets)  # traces the step
     started = time.perf_counter()
     for _ in range(steps):
