@@ -3,7 +3,7 @@
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
-#   make bench-cache                  (needs ../shared; see bench/cache_accuracy.py)
+#   make bench-ablation               (needs ../shared; see bench/ablation.py)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,7 +23,7 @@ DEMO ?= build/demo
 PYTEST_ARGS ?=
 PROFILE ?= cpu
 
-.PHONY: install organize train evaluate demo test clean bench bench-scale bench-speed bench-cache
+.PHONY: install organize train evaluate demo test clean bench bench-scale bench-speed bench-ablation
 
 install: $(VENV)/.installed
 
@@ -62,10 +62,10 @@ bench-scale: install
 bench-speed: install
 	$(BIN)/python bench/speed.py --image-size 299 --batch-size 32
 
-# Quality on real photos (bench/configs/$(PROFILE).yaml), with bench-speed's throughput figures.
+# Quality on held-out real photos (bench/configs/$(PROFILE).yaml), over seeds, after bench-speed.
 bench: bench-speed
 	$(BIN)/python bench/quality.py --profile $(PROFILE)
 
-# Accuracy with and without the frozen-front cache, on the same split (24.9 min on 2 cores).
-bench-cache: install
-	$(BIN)/python bench/cache_accuracy.py
+# Every technique on and off from one shared cached pass (bench/configs/ablation.yaml).
+bench-ablation: install
+	$(BIN)/python bench/ablation.py

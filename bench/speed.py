@@ -34,13 +34,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
+from bench.runner import organized_data  # noqa: E402
 from siamdog.config import TrainConfig  # noqa: E402
 from siamdog.data.augment import Augmentation  # noqa: E402
 from siamdog.data.batches import DirectoryBatches, PairedBatches  # noqa: E402
-from siamdog.data.organize import organize  # noqa: E402
-from siamdog.data.pairing import batch_partners, same_class  # noqa: E402
+from siamdog.data.pairing import batch_partners, pair_targets, same_class  # noqa: E402
 from siamdog.models.backbones import build_tower, unfreeze_last_blocks  # noqa: E402
-from siamdog.models.siamese import build_siamese  # noqa: E402
+from siamdog.models.siamese import build_model  # noqa: E402
 from siamdog.training.stages import compile_stage, make_optimizer  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -53,14 +53,6 @@ class BatchTimes(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.ends.append(time.perf_counter())
-
-
-def prepared_data(work: Path) -> Path:
-    dogs = SHARED / "data" / "dogs120"
-    if not (dogs / "labels.csv").is_file():
-        raise SystemExit(f"skipped: needs the shared dog photos at {dogs} (not present)")
-    organize(dogs / "train", work / "dogs120", labels=dogs / "labels.csv", link="sym", progress=False)
-    return work / "dogs120"
 
 
 def loader_rate(paired: PairedBatches, batches: int, workers: int) -> float:
@@ -78,7 +70,7 @@ def step_rate(model: keras.Model, batch_size: int, size: int, classes: int, step
     labels = rng.integers(0, classes, batch_size)
     partner = batch_partners(labels, positives=False).astype("int32")
     y = keras.utils.to_categorical(labels, classes)
-    targets = [y, y[partner], same_class(labels, labels[partner])[:, None]]
+    targets = pair_targets(y, partner, same_class(labels, labels[partner]))
     model.train_on_batch([x, partner], targets)  # traces the step
     started = time.perf_counter()
     for _ in range(steps):
@@ -104,7 +96,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
 
-    data = prepared_data(Path(args.work))
+    data = organized_data(Path(args.work))
     recipe = TrainConfig()
     size, batch = (args.image_size, args.image_size), args.batch_size
     results = {**header("speed"), "image_size": args.image_size, "batch_size": batch, "workers": args.workers,
@@ -113,7 +105,7 @@ def main() -> None:
 
     tower = build_tower("xception", args.weights, args.image_size)
     train_batches = DirectoryBatches(data / "train", size, batch, augmentation=augmentation)
-    model = build_siamese(tower, train_batches.num_classes)
+    model = build_model("multiloss", tower, train_batches.num_classes).training
 
     tower.predict_on_batch(train_batches[0][0])  # traces
     images = [train_batches[i][0] for i in range(1, 4)]

@@ -1,16 +1,17 @@
 """The `siamdog` command: parses arguments and calls the library; nothing else happens here."""
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-
-from siamdog.data.images import DEFAULT_MAX_PIXELS  # noqa: E402
-from siamdog.errors import SiamdogError  # noqa: E402
+from siamdog import __version__
+from siamdog.data.images import DEFAULT_MAX_PIXELS
+from siamdog.errors import SiamdogError
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+BACKEND_COMMANDS = ("train", "evaluate", "predict")  # the commands that load Keras
 
 
 def _organize(args) -> int:
@@ -24,6 +25,7 @@ def _organize(args) -> int:
         id_column=args.id_column,
         label_column=args.label_column,
         valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
         seed=args.seed,
         link=args.link,
         force=args.force,
@@ -73,7 +75,7 @@ def _evaluate(args) -> int:
     from siamdog.evaluate import evaluate
 
     result = evaluate(
-        args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels
+        args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels, tta=args.tta
     )
     print(result.summary())
     print()
@@ -85,7 +87,7 @@ def _predict(args) -> int:
     from siamdog.evaluate import predict
 
     count = predict(
-        args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels
+        args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels, tta=args.tta
     )
     print(f"wrote {count} predictions to {args.out}")
     return 0
@@ -101,11 +103,42 @@ def _demo_data(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _quiet_backend_import():
+    """Import Keras and its backend with the C++ start-up lines (oneDNN, CUDA probing)
+    silenced: they go straight to file descriptor 2, so that is what is pointed elsewhere."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _import_backend(verbose: bool) -> None:
+    """Load Keras before a command needs it: quietly, with only errors from TensorFlow's
+    Python loggers (retracing warnings), unless `verbose`."""
+    if verbose:
+        import keras  # noqa: F401
+
+        return
+    with _quiet_backend_import():
+        import keras  # noqa: F401
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamdog", description="Fine-grained image classification with a Siamese multi-loss model.")
+    parser.add_argument("--version", action="version", version=f"siamdog {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show the backend's start-up and tracing messages")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("organize", help="split a folder of labelled photos into train/ and valid/ class folders")
+    p = commands.add_parser("organize", help="split a folder of labelled photos into train/, valid/ (and test/) class folders")
     p.add_argument("src", help="flat folder of images")
     p.add_argument("dst", help="output folder (gets train/, valid/, classes.txt, manifest.csv, rejected.csv)")
     p.add_argument("--labels", help="labels file: CSV with a header (id,breed) or '<image> <label>' lines")
@@ -113,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-column", help="CSV column naming the image (default: id, image, file, ...)")
     p.add_argument("--label-column", help="CSV column holding the label (default: breed, label, class, ...)")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of each class held out for validation (default: 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share of each class held out for a final test/ split that neither training nor model selection sees (default: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     p.add_argument("--link", default="copy", choices=("copy", "hard", "sym"), help="copy files (default) or link them")
     p.add_argument("--force", action="store_true", help="redo a DST made from another source or with other settings")
@@ -149,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
         p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
+        p.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's probabilities as is and mirrored (2x the time)")
 
     p = commands.add_parser("demo-data", help="generate the small learnable demo image set")
     p.add_argument("raw", help="flat folder for training images named <class>_<id>.jpg")
@@ -165,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command in BACKEND_COMMANDS:
+        _import_backend(args.verbose)
     try:
         return args.handler(args)
     except SiamdogError as e:

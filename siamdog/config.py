@@ -46,6 +46,7 @@ class StageConfig:
     momentum: Fraction = 0.0
     trainable_blocks: Annotated[int, Field(ge=0)] = 0  # 0: tower frozen; n: its last n blocks train
     binary_loss_weight: NonNegative = 0.0  # weight of the "same class?" loss (multiloss only)
+    triplet_loss_weight: NonNegative = 0.0  # weight of the batch-hard triplet loss on the embedding (multiloss only)
     augment: bool = True
     early_stopping_patience: Annotated[int, Field(gt=0)] = 5
     reduce_lr_patience: Annotated[int, Field(gt=0)] = 2
@@ -82,7 +83,15 @@ class TrainConfig:
     batch_size: Annotated[int, Field(gt=0)] = 32
     mode: Literal["multiloss", "softmax"] = "multiloss"
     pair_every: Annotated[int, Field(gt=0)] = 4  # every k-th batch is made of positive pairs
+    # The epoch order (siamdog.data.sampling): "shuffled" (the original recipe) or
+    # "class_balanced" (P x K batches: batch_size / images_per_class classes, images_per_class each).
+    sampler: Literal["shuffled", "class_balanced"] = "shuffled"
+    images_per_class: Annotated[int, Field(ge=2)] = 4
+    label_smoothing: Fraction = 0.0  # on the classifier's cross-entropy
     dropout: Fraction = 0.5
+    # 0: the heads read the pooled features (the original recipe); n: a gated linear unit
+    # compresses them to n values first, and trains in every stage (siamdog.models.siamese).
+    embedding_size: Annotated[int, Field(ge=0)] = 0
     seed: int = 0
     # 0: every stage sees freshly decoded (and augmented) images every epoch. n >= 1: the frozen
     # front of the tower runs once, and stages train on its cached outputs, for n views of each

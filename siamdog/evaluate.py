@@ -17,6 +17,7 @@ from siamdog.data.batches import index_class_folders, list_classes
 from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.errors import SiamdogError
 from siamdog.files import write_json
+from siamdog.inference import predict_images
 from siamdog.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ def predict_files(
     workers: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    tta: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities for each readable file, and a mask of which files were readable."""
+    """Class probabilities for each readable file (averaged over TTA views with `tta`), and a
+    mask of which files were readable."""
     size = tuple(classifier.input_shape[1:3])
     probabilities = np.zeros((len(paths), classifier.output_shape[-1]), dtype=np.float32)
     readable = np.zeros(len(paths), dtype=bool)
@@ -75,7 +78,7 @@ def predict_files(
             ok = [k for k, image in enumerate(images) if image is not None]
             if ok:
                 batch = np.stack([images[k] for k in ok]).astype(np.float32)
-                probabilities[start + np.asarray(ok)] = classifier.predict_on_batch(batch)
+                probabilities[start + np.asarray(ok)] = predict_images(classifier, batch, tta)
                 readable[start + np.asarray(ok)] = True
             bar.update(len(images))
     skipped = int((~readable).sum())
@@ -113,6 +116,7 @@ def evaluate(
     workers: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    tta: bool = False,
 ) -> Evaluation:
     """Score the classifier on `data_dir/<class>/` images; write predictions.csv,
     confusion_matrix.png and metrics.json into `out_dir` (default: `evaluation/` beside the model)."""
@@ -125,7 +129,7 @@ def evaluate(
     if not filenames:
         raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes")
     probabilities, readable = predict_files(
-        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, max_pixels, progress
+        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, max_pixels, progress, tta
     )
     if not readable.any():
         raise SiamdogError(f"{data_dir}: no readable image")
@@ -157,7 +161,7 @@ def evaluate(
             writer.writerow([name, classes[true], classes[best], f"{probs[best]:.4f}", int(best == true)])
     plot_confusion_matrix(confusion_matrix(labels, predicted, labels=everything), classes, out_dir / "confusion_matrix.png")
     metrics = {k: v for k, v in dataclasses.asdict(result).items() if k != "report"}
-    write_json(str(out_dir / "metrics.json"), {**metrics, "model": str(model_file), "data": str(data_dir)})
+    write_json(str(out_dir / "metrics.json"), {**metrics, "model": str(model_file), "data": str(data_dir), "tta": tta})
     return result
 
 
@@ -177,6 +181,7 @@ def predict(
     workers: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    tta: bool = False,
 ) -> int:
     """Write `label<TAB>image_id` lines (the Baidu competition's submission format) for the
     images in `images_dir`; returns how many were written."""
@@ -184,7 +189,7 @@ def predict(
     paths = list_images(images_dir)
     if not paths:
         raise SiamdogError(f"{images_dir}: no image files")
-    probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, max_pixels, progress)
+    probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, max_pixels, progress, tta)
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     with open(out_file, "w", encoding="utf-8", errors="surrogateescape") as f:

@@ -70,7 +70,8 @@ def test_a_file_broken_after_listing_is_replaced_not_yielded(folders, caplog):
 
 
 def _check_pairs(paired, index):
-    (x, partner), (y1, y2, same) = paired[index]
+    (x, partner), targets = paired[index]
+    y1, y2, same = targets["ctg_out_1"], targets["ctg_out_2"], targets["bin_out"]
     assert len(x) == len(partner) == len(y1) == len(y2) == len(same)
     assert partner.dtype == np.int32 and sorted(partner) == list(range(len(x))), "partners are a permutation of the batch"
     assert np.array_equal(y2, y1[partner])

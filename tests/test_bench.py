@@ -1,20 +1,37 @@
 """The benchmarks' own arithmetic (the benchmarks themselves need ../shared and run by make)."""
 
+import numpy as np
 import pytest
 
-from bench.cache_accuracy import paired_comparison
+from bench.stats import error_interval, mcnemar, verdict
 
 
-def test_paired_comparison_counts_images_only_one_model_gets_right():
-    cached = {f"{i}.jpg": i < 30 for i in range(100)}
-    uncached = {f"{i}.jpg": 10 <= i < 50 for i in range(100)}
-    result = paired_comparison(cached, uncached)
-    assert (result["only_cached_right"], result["only_uncached_right"]) == (10, 20)
+def test_mcnemar_counts_images_only_one_model_gets_right():
+    a = np.arange(100) < 30
+    b = (np.arange(100) >= 10) & (np.arange(100) < 50)
+    result = mcnemar(a, b)
+    assert (result["only_a_right"], result["only_b_right"]) == (10, 20)
     # Exact two-sided binomial test of 10 out of 30 discordant images at p = 0.5.
     assert result["mcnemar_p"] == pytest.approx(0.0987, abs=1e-4)
-    assert paired_comparison(cached, cached)["mcnemar_p"] == 1.0
+    assert mcnemar(a, a)["mcnemar_p"] == 1.0
+    with pytest.raises(ValueError, match="different images"):
+        mcnemar(a, a[:10])
 
 
-def test_paired_comparison_needs_the_same_images():
-    with pytest.raises(SystemExit, match="different images"):
-        paired_comparison({"a.jpg": True}, {"b.jpg": True})
+def test_error_interval_is_wilson_95():
+    low, high = error_interval(200, 816)
+    assert low < 200 / 816 < high
+    # Wilson by hand: centre (p + z^2/2n) / (1 + z^2/n) = 0.2463, half-width 0.0295.
+    assert (low, high) == pytest.approx((0.2168, 0.2758), abs=2e-4)
+    assert error_interval(0, 50)[0] == 0.0
+
+
+def test_a_difference_counts_only_when_every_seed_s_paired_test_agrees():
+    win = {"only_a_right": 40, "only_b_right": 10, "mcnemar_p": 0.0001}
+    loss = {"only_a_right": 10, "only_b_right": 40, "mcnemar_p": 0.0001}
+    noise = {"only_a_right": 22, "only_b_right": 18, "mcnemar_p": 0.64}
+    assert verdict([win, win, win]) == "better"
+    assert verdict([loss, loss]) == "worse"
+    assert verdict([win, noise, win]) == "tie"
+    assert verdict([win, loss]) == "tie"
+    assert verdict([]) == "tie"

@@ -8,7 +8,7 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches
 from siamdog.data.features import FeatureBatches
 from siamdog.models.backbones import build_tower, split_tower, tower_between
-from siamdog.models.siamese import build_siamese, build_softmax, classifier_of, heads_of
+from siamdog.models.siamese import build_model, heads_of
 from siamdog.training.feature_cache import cached_outputs, stage_inputs, view_batch, weights_digest
 from siamdog.training.trainer import train
 from tests.conftest import make_class_folders, read_history, tiny_config
@@ -34,7 +34,8 @@ def test_feature_batches_contract():
     ordered = FeatureBatches(features.astype("float32"), labels, 2, batch_size=4, shuffle=False)
     assert np.array_equal(ordered[0][0][:, 0], [0, 1, 2, 3])
     paired = PairedBatches(batches, pair_every=1)
-    (x, partner), (y1, y2, same) = paired[0]
+    (x, partner), targets = paired[0]
+    y1, y2, same = targets["ctg_out_1"], targets["ctg_out_2"], targets["bin_out"]
     assert np.array_equal(x, batches[0][0]) and np.array_equal(y2, y1[partner]) and same.sum() >= 2
 
 
@@ -61,6 +62,15 @@ def test_one_pass_is_cached_and_keyed_by_what_decides_it(tower, tmp_path):
     assert len(list(cache.glob("train-*.npy"))) == 1
     again = cached_outputs(tower, batches, 2, Augmentation(), progress=False)
     assert np.array_equal(np.asarray(again), np.asarray(features)) and len(list(cache.glob("*.npy"))) == 1
+    cached_outputs(tower, batches, 2, Augmentation(rotation_range=5), seed=7, progress=False)
+    assert len(list(cache.glob("*.npy"))) == 1, "as-is and mirrored views depend on no seed or augmentation setting"
+    cached_outputs(tower, batches, 3, Augmentation(), progress=False)
+    cached_outputs(tower, batches, 3, Augmentation(rotation_range=5), progress=False)
+    cached_outputs(tower, batches, 3, Augmentation(rotation_range=5), seed=7, progress=False)
+    assert len(list(cache.glob("*.npy"))) == 4, "augmented views are keyed by the augmentation and its seed"
+    for path in cache.glob("*.npy"):
+        if np.load(path, mmap_mode="r").shape[0] == 3:
+            path.unlink()
     direct = tower.predict_on_batch(batches[0][0][:, :, ::-1])
     np.testing.assert_allclose(features[1, :2], direct, rtol=1e-4, atol=1e-6)
     # Other views, or other weights, make another pass.
@@ -109,17 +119,17 @@ def test_one_front_pass_serves_every_stage(tower, tmp_path):
 
 
 @pytest.mark.parametrize("blocks", [0, 2])
-@pytest.mark.parametrize("build", [build_siamese, build_softmax])
-def test_models_on_cached_inputs_share_the_models_layers(tower, build, blocks):
-    model = build(tower, 3)
+@pytest.mark.parametrize("mode", ["multiloss", "softmax"])
+def test_models_on_cached_inputs_share_the_models_layers(tower, mode, blocks):
+    model = build_model(mode, tower, 3)
     front, tail = split_tower(tower, "xception", blocks)
     on_cache, cached_classifier = heads_of(model, tail)
-    assert len(on_cache.outputs) == len(model.outputs)
+    assert on_cache.output_names == model.training.output_names
     image = np.full((1, 71, 71, 3), 100.0, "float32")
     cached = front.predict_on_batch(image)
     for _ in range(2):  # before and after a change to a shared weight
-        np.testing.assert_allclose(cached_classifier.predict_on_batch(cached), classifier_of(model).predict_on_batch(image), rtol=1e-4)
-        dense = model.get_layer("classifier").layers[-1]
+        np.testing.assert_allclose(cached_classifier.predict_on_batch(cached), model.image_classifier.predict_on_batch(image), rtol=1e-4)
+        dense = model.classifier.layers[-1]
         dense.kernel.assign(dense.kernel + 1.0)
 
 
@@ -144,3 +154,25 @@ def test_cached_stages_learn_and_resume(demo, tmp_path):
     model = keras.saving.load_model(run / "best.keras")
     assert len(model.inputs) == 1 and model.input_shape == (None, 71, 71, 3), "the saved model takes images"
     assert state["best"]["val_accuracy"] >= 0.75, "chance is 0.25"
+
+
+@pytest.mark.parametrize("sampler_kind", ["shuffled", "class_balanced"])
+def test_cached_and_uncached_batches_make_the_same_pairs(tmp_path, sampler_kind):
+    """Pairs must not depend on how a batch is read: reading cached features in file order
+    once made the neighbour of a sample mostly one of its own class."""
+    folders = make_class_folders(tmp_path / "train", {name: 6 for name in "abcdef"}, size=(8, 8))
+    images = DirectoryBatches(folders, (8, 8), batch_size=8, seed=3, sampler_kind=sampler_kind, images_per_class=2)
+    features = np.arange(images.samples, dtype="float32")[None, :, None] * np.ones((1, 1, 2), "float32")
+    cached = FeatureBatches(features, images.classes, images.num_classes, batch_size=8, seed=3, sampler_kind=sampler_kind, images_per_class=2)
+    fractions = []
+    for source in (images, cached):
+        paired = PairedBatches(source, pair_every=4)
+        for epoch in range(2):
+            for i in range(len(paired)):
+                _, targets = paired[i]
+                assert np.array_equal(targets["ctg_out_1"].argmax(1), images.classes[source.index_array[i * 8 : (i + 1) * 8]])
+            paired.on_epoch_end()
+        fractions.append(paired.last_epoch_positive_fraction)
+    assert fractions[0] == fractions[1]
+    if sampler_kind == "shuffled":
+        assert fractions[1] < 0.5, "with 6 classes most neighbour pairs are negative"

@@ -4,7 +4,8 @@ import pytest
 
 from siamdog.errors import SiamdogError
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, unfreeze_last_blocks
-from siamdog.models.siamese import build_siamese, build_softmax, classifier_of, heads_of
+from siamdog.data.pairing import pair_targets
+from siamdog.models.siamese import build_model, heads_of
 from siamdog.training.stages import compile_stage
 
 SIZE = 71
@@ -16,18 +17,20 @@ def tower():
 
 
 def test_siamese_outputs(tower):
-    model = build_siamese(tower, num_classes=5)
+    parts = build_model("multiloss", tower, num_classes=5)
+    model = parts.training
     assert [t.name for t in model.inputs] == ["image_1", "partner"]
-    assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out"]
+    assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "embedding_out"]
     x = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
     partner = np.array([1, 0, 2], dtype="int32")
-    ctg_1, ctg_2, same = model.predict([x, partner], verbose=0)
+    ctg_1, ctg_2, same, embedding = model.predict([x, partner], verbose=0)
     assert ctg_1.shape == ctg_2.shape == (3, 5) and same.shape == (3, 1)
     np.testing.assert_allclose(ctg_1.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(ctg_2, ctg_1[partner], rtol=1e-4, atol=1e-6)  # one tower, one classifier
     # bin_out sees the squared difference of each sample's features and its partner's.
     features = tower.predict(x, verbose=0)
-    kernel, bias = (np.asarray(w) for w in model.get_layer("bin_out").weights)
+    np.testing.assert_allclose(embedding, features, rtol=1e-5)
+    kernel, bias = (np.asarray(w) for w in parts.same_head.weights)
     logits = (features - features[partner]) ** 2 @ kernel + bias
     np.testing.assert_allclose(same, 1 / (1 + np.exp(-logits)), rtol=1e-5)
     # The two heads share one tower: the tower's weights appear once.
@@ -35,9 +38,9 @@ def test_siamese_outputs(tower):
 
 
 def test_softmax_only_and_inference_model(tower, tmp_path):
-    model = build_softmax(tower, num_classes=3)
+    model = build_model("softmax", tower, num_classes=3).training
     assert model.output_names == ["ctg_out"]
-    classifier = classifier_of(build_siamese(tower, 3))
+    classifier = build_model("multiloss", tower, 3).image_classifier
     assert len(classifier.inputs) == 1 and classifier.output_shape == (None, 3)
     classifier.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
@@ -70,7 +73,7 @@ def test_fine_tuning_keeps_batchnorm_in_inference_mode():
     x = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
     calibrate_batchnorm(tower, x)
     unfreeze_last_blocks(tower, "xception", 2)
-    model = build_softmax(tower, num_classes=3, dropout=0.0)
+    model = build_model("softmax", tower, num_classes=3, dropout=0.0).training
     np.testing.assert_allclose(model(x, training=True), model(x, training=False), rtol=1e-5, atol=1e-6)
     norm = tower.get_layer("base").get_layer("block14_sepconv2_bn")
     moving_mean = np.asarray(norm.moving_mean)
@@ -117,10 +120,62 @@ def test_binary_loss_on_a_frozen_tower_trains_only_the_same_class_head(tower):
     trained = {}
     for weight in (0.0, 0.5):
         keras.utils.set_random_seed(0)
-        model, _ = heads_of(build_siamese(tower, num_classes=3))
+        parts = build_model("multiloss", tower, num_classes=3)
+        model, _ = heads_of(parts)
         compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=weight)
-        model.train_on_batch([features, partner], (y, y[partner], same))
-        same_head = {id(w) for w in model.get_layer("bin_out").weights}
+        model.train_on_batch([features, partner], pair_targets(y, partner, same[:, 0]))
+        same_head = {id(w) for w in parts.same_head.weights}
         trained[weight] = [(id(w) in same_head, np.asarray(w)) for w in model.trainable_weights]
     changed = [in_head for (in_head, a), (_, b) in zip(trained[0.0], trained[0.5]) if not np.array_equal(a, b)]
     assert changed == [True, True], "bin_out's kernel and bias, and nothing else"
+
+
+def test_losses_and_weights_come_from_the_outputs_table(tower):
+    model, _ = heads_of(build_model("multiloss", tower, num_classes=3))
+    compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=0.25, label_smoothing=0.1, triplet_loss_weight=2.0)
+    assert model.loss["ctg_out_1"].get_config()["label_smoothing"] == pytest.approx(0.1)
+    features = np.random.default_rng(1).normal(size=(6, 2048)).astype("float32")
+    partner = np.array([1, 0, 3, 2, 5, 4], dtype="int32")
+    y = np.eye(3, dtype="float32")[[0, 0, 1, 1, 2, 1]]
+    logs = model.evaluate([features, partner], pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32")),
+                          verbose=0, return_dict=True)
+    parts = {name: logs[f"{name}_loss"] for name in ("ctg_out_1", "ctg_out_2", "bin_out", "embedding_out")}
+    assert parts["embedding_out"] > 0
+    expected = parts["ctg_out_1"] + parts["ctg_out_2"] + 0.25 * parts["bin_out"] + 2.0 * parts["embedding_out"]
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_batch_hard_triplet_loss_matches_its_definition():
+    from siamdog.training.losses import batch_hard_triplet
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(7, 5)).astype("float32")
+    labels = np.array([0, 0, 1, 1, 1, 2, 3])
+    got = np.asarray(batch_hard_triplet(np.eye(4, dtype="float32")[labels], embeddings, margin=0.3))
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    distance = np.linalg.norm(unit[:, None] - unit[None], axis=-1)
+    for i in range(7):
+        positives = [j for j in range(7) if labels[j] == labels[i] and j != i]
+        negatives = [j for j in range(7) if labels[j] != labels[i]]
+        want = max(0.0, distance[i, positives].max() - distance[i, negatives].min() + 0.3) if positives else 0.0
+        assert got[i] == pytest.approx(want, abs=1e-4), f"sample {i}"
+
+
+def test_an_embedding_lets_the_same_class_loss_shape_what_the_classifier_reads(tower, tmp_path):
+    unfreeze_last_blocks(tower, "xception", 0)
+    parts = build_model("multiloss", tower, num_classes=3, embedding_size=8)
+    model, cached_classifier = heads_of(parts)
+    assert cached_classifier.output_shape == (None, 3) and parts.embedding.compute_output_shape((None, 2048)) == (None, 8)
+    features = np.random.default_rng(0).normal(size=(6, 2048)).astype("float32")
+    partner = np.array([1, 0, 3, 2, 5, 4], dtype="int32")
+    y = np.eye(3, dtype="float32")[[0, 0, 1, 1, 2, 0]]
+    targets = pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32"))
+    compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=1.0)
+    before = np.asarray(parts.embedding.gate.kernel).copy()
+    model.train_on_batch([features, partner], targets)
+    assert not np.array_equal(before, np.asarray(parts.embedding.gate.kernel))
+    parts.image_classifier.save(tmp_path / "m.keras")
+    image = np.full((1, SIZE, SIZE, 3), 90.0, "float32")
+    np.testing.assert_allclose(
+        keras.saving.load_model(tmp_path / "m.keras").predict_on_batch(image), parts.image_classifier.predict_on_batch(image), rtol=1e-5
+    )

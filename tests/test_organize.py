@@ -203,3 +203,33 @@ def test_cli_organize_prints_a_summary(baidu_src, tmp_path, capsys):
     assert main(["organize", str(baidu_src), str(tmp_path / "dst")]) == 0
     out = capsys.readouterr().out
     assert "7 train + 2 valid images in 3 classes" in out and "3 rejected" in out
+
+
+def test_a_broken_file_never_takes_a_class_s_only_valid_image(tmp_path):
+    # Three classes of 10 good images plus one broken file each: whichever file the split
+    # would have drawn, every class keeps a valid image, because only usable files are split.
+    src = tmp_path / "src"
+    for c in ("1", "2", "3"):
+        for k in range(10):
+            write_image(src / f"{c}_good{k}.jpg", rgb=(60 * int(c), 0, 0), seed=k, noise=5)
+        for name in (f"{c}_broken.jpg", f"{c}_zbroken.jpg", f"{c}_abroken.jpg"):
+            (src / name).write_bytes(b"")
+    for seed in range(6):
+        dst = tmp_path / f"dst{seed}"
+        result = organize(src, dst, seed=seed, progress=False)
+        assert result.counts == {"train": 27, "valid": 3}, f"seed {seed}"
+        for c in ("1", "2", "3"):
+            assert len(list((dst / "valid" / c).iterdir())) == 1
+
+
+def test_test_fraction_makes_a_third_split(baidu_src, tmp_path, capsys):
+    dst = tmp_path / "dst"
+    assert main(["organize", str(baidu_src), str(dst), "--test-fraction", "0.2"]) == 0
+    assert "5 train + 2 valid + 2 test images in 3 classes" in capsys.readouterr().out
+    assert {p.parent.name for p in (dst / "test").glob("*/*")} == {"12", "7"}
+    splits = {r["source"]: r["split"] for r in _rows(dst / "manifest.csv") if r["status"] == "ok"}
+    two_way = organize(baidu_src, tmp_path / "two", progress=False)
+    assert two_way.counts == {"train": 7, "valid": 2}
+    assert {s for s, split in splits.items() if split == "valid"} == {p.name for p in (tmp_path / "two" / "valid").glob("*/*")}
+    assert main(["organize", str(baidu_src), str(tmp_path / "bad"), "--valid-fraction", "0.5", "--test-fraction", "0.5"]) == 2
+    assert "leave images to train on" in capsys.readouterr().err

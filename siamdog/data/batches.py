@@ -11,7 +11,8 @@ import numpy as np
 
 from siamdog.data.augment import Augmentation
 from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
-from siamdog.data.pairing import batch_partners, same_class
+from siamdog.data.pairing import batch_partners, pair_targets, same_class
+from siamdog.data.sampling import Sampler
 from siamdog.errors import SiamdogError
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ class DirectoryBatches(keras.utils.PyDataset):
     [0, 255] at `target_size`, an order reshuffled every epoch. Images are decoded with
     OpenCV; `workers` threads load batches in parallel (OpenCV releases the GIL).
 
-    Shuffling and augmentation are seeded from (seed, epoch, batch index), so a batch is the
-    same whichever worker makes it. A file that has become unreadable since it was listed is
+    The epoch order comes from a `Sampler` (shuffled, or sequential with shuffle=False, unless
+    `sampler_kind` says otherwise); it and the augmentation are seeded from (seed, epoch,
+    batch index), so a batch is the same whichever worker makes it. A file that has become unreadable since it was listed is
     replaced by the next readable file of the batch order, so batches keep their size; one
     warning line per epoch counts them.
     """
@@ -67,12 +69,13 @@ class DirectoryBatches(keras.utils.PyDataset):
         classes: Sequence[str] | None = None,
         workers: int = 1,
         max_queue_size: int = 10,
+        sampler_kind: str | None = None,
+        images_per_class: int = 4,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         self.directory = str(directory)
         self.target_size = tuple(target_size)
         self.batch_size = int(batch_size)
-        self.shuffle = shuffle
         self.seed = seed
         self.augmentation = augmentation
         class_names = list(classes) if classes is not None else list_classes(directory)
@@ -85,26 +88,23 @@ class DirectoryBatches(keras.utils.PyDataset):
         self.unreadable: dict[int, str] = {}  # index -> reason, for files that went bad after listing
         self._reported = 0
         self._lock = threading.Lock()
-        self.epoch = 0
-        self.index_array = self._order(0)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.samples)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.samples)
+        kind = sampler_kind or ("shuffled" if shuffle else "sequential")
+        self.sampler = Sampler(kind, self.classes, self.batch_size, seed, images_per_class)
+        self.shuffle = kind != "sequential"
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order and augmentations of `epoch` (for resuming a run mid-way)."""
         self.epoch = epoch
-        self.index_array = self._order(epoch)
+        self.index_array = self.sampler.order(epoch)
 
     def __len__(self) -> int:
-        return math.ceil(self.samples / self.batch_size)
+        return math.ceil(len(self.index_array) / self.batch_size)
 
     def _load(self, position: int) -> tuple[np.ndarray, int]:
         """The image at `position` in this epoch's order, or the next readable one after it."""
-        for step in range(self.samples):
-            index = int(self.index_array[(position + step) % self.samples])
+        for step in range(len(self.index_array)):
+            index = int(self.index_array[(position + step) % len(self.index_array)])
             if index in self.unreadable:
                 continue
             try:
@@ -128,7 +128,7 @@ class DirectoryBatches(keras.utils.PyDataset):
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         start = batch_index * self.batch_size
-        count = min(self.batch_size, self.samples - start)
+        count = min(self.batch_size, len(self.index_array) - start)
         rng = np.random.default_rng([self.seed, self.epoch, batch_index])
         x = np.empty((count, *self.target_size, 3), dtype=np.float32)
         labels = np.empty(count, dtype=np.int64)
@@ -146,7 +146,8 @@ class DirectoryBatches(keras.utils.PyDataset):
 
 
 class PairedBatches(keras.utils.PyDataset):
-    """Siamese batches `((x, partner), (y, y[partner], same))` from any flow_from_directory-like source.
+    """Siamese batches `((x, partner), targets)` from any flow_from_directory-like source; the
+    targets are keyed by output name (see siamdog.data.pairing.pair_targets).
 
     `source` needs `len()`, `source[i] -> (x, one-hot y)` and `on_epoch_end()`: a
     DirectoryBatches or a legacy ImageDataGenerator iterator. Both members of a pair come from
@@ -179,7 +180,7 @@ class PairedBatches(keras.utils.PyDataset):
         with self._lock:
             self._positives += int(same.sum())
             self._pairs += len(same)
-        return (x, partner.astype(np.int32)), (y, y[partner], same[:, None])
+        return (x, partner.astype(np.int32)), pair_targets(y, partner, same)
 
     def on_epoch_end(self) -> None:
         with self._lock:

@@ -12,16 +12,30 @@ import math
 import keras
 import numpy as np
 
+from siamdog.data.sampling import Sampler
+
 
 class FeatureBatches(keras.utils.PyDataset):
     """(features, one-hot labels) batches from an array of shape (views, samples, ...): pooled
     features, or the activations where the trainable blocks begin.
 
-    Every epoch reshuffles the samples and picks one view of each at random, seeded from
-    (seed, epoch) like DirectoryBatches; with shuffle=False, batches come in order, view 0.
+    The epoch order comes from the same `Sampler` as DirectoryBatches' (so a batch holds the
+    same samples, in the same order, whether its images or their cached features are read),
+    and every epoch picks one view of each sample at random, seeded from (seed, epoch); with
+    shuffle=False, batches come in order, view 0.
     """
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int = 32, shuffle: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        seed: int = 0,
+        sampler_kind: str | None = None,
+        images_per_class: int = 4,
+    ):
         super().__init__()
         if features.ndim < 3 or features.shape[1] != len(labels):
             raise ValueError(f"features must have shape (views, {len(labels)}, ...), got {features.shape}")
@@ -30,28 +44,30 @@ class FeatureBatches(keras.utils.PyDataset):
         self.num_classes = num_classes
         self.samples = len(labels)
         self.batch_size = batch_size
-        self.shuffle = shuffle
         self.seed = seed
+        kind = sampler_kind or ("shuffled" if shuffle else "sequential")
+        self.sampler = Sampler(kind, self.classes, batch_size, seed, images_per_class)
+        self.shuffle = kind != "sequential"
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.index_array = self.sampler.order(epoch)
         if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
-            self.index_array = rng.permutation(self.samples)
-            self.views = rng.integers(0, len(self.features), self.samples)
+            self.views = np.random.default_rng([self.seed, epoch, 1]).integers(0, len(self.features), self.samples)
         else:
-            self.index_array = np.arange(self.samples)
             self.views = np.zeros(self.samples, dtype=np.int64)
 
     def __len__(self) -> int:
-        return math.ceil(self.samples / self.batch_size)
+        return math.ceil(len(self.index_array) / self.batch_size)
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        # Sorted: a memory-mapped array reads fastest in file order (the batch's members, not
-        # their order within it, are what the shuffle decides).
-        ids = np.sort(self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size])
-        x = self.features[self.views[ids], ids].astype(np.float32)
+        ids = self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
+        # Read in file order (a memory-mapped array reads fastest so), then put the rows back
+        # in the sampler's order: the pairs a batch makes depend on that order.
+        reading = np.argsort(ids, kind="stable")
+        x = np.empty((len(ids), *self.features.shape[2:]), dtype=np.float32)
+        x[reading] = self.features[self.views[ids[reading]], ids[reading]]
         return x, keras.utils.to_categorical(self.classes[ids], self.num_classes).astype(np.float32)
 
     def on_epoch_end(self) -> None:

@@ -1,4 +1,4 @@
-"""img2keras: turn a flat folder of labelled photos into `train/<class>/` and `valid/<class>/`.
+"""img2keras: turn a flat folder of labelled photos into `train/<class>/`, `valid/<class>/` (and `test/<class>/`).
 
 Sources are never modified, nothing is written outside DST, every image is decoded once to
 check it, files are written under a temporary name and renamed, and a rerun on the same
@@ -33,7 +33,7 @@ FORMATS = ("auto", "filename", "csv", "txt")
 LINK_MODES = ("copy", "hard", "sym")
 SIGNATURE_FILE = ".siamdog-organize.json"
 CHUNK = 256  # files checked and placed per round of the thread pool
-_OUTPUTS = ("train", "valid", "classes.txt", "manifest.csv", "rejected.csv", SIGNATURE_FILE)
+_OUTPUTS = ("train", "valid", "test", "classes.txt", "manifest.csv", "rejected.csv", SIGNATURE_FILE)
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,14 @@ class Item:
 @dataclass
 class OrganizeResult:
     dst: Path
-    counts: Counter = field(default_factory=Counter)  # "train" / "valid" -> images
+    counts: Counter = field(default_factory=Counter)  # "train" / "valid" / "test" -> images
     classes: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
 
     def summary(self) -> str:
+        held_out = f" + {self.counts['test']} test" if self.counts["test"] else ""
         text = (
-            f"{self.dst}: {self.counts['train']} train + {self.counts['valid']} valid images "
+            f"{self.dst}: {self.counts['train']} train + {self.counts['valid']} valid{held_out} images "
             f"in {len(self.classes)} classes"
         )
         if self.rejected:
@@ -222,9 +223,23 @@ def _check_dst(dst: Path, signature: dict, force: bool) -> None:
 
 
 def _remove_temporaries(dst: Path) -> None:
-    for split in ("train", "valid"):
+    for split in ("train", "valid", "test"):
         for tmp in (dst / split).glob(f"*/{TEMP_PREFIX}*"):
             tmp.unlink()
+
+
+def _in_chunks(work, indices: list[int], workers: int, what: str, progress: bool) -> list:
+    """`work(k)` for every k of `indices` on a thread pool, in chunks so that pending futures
+    do not grow with the number of files; results in order."""
+    results: list = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
+        total=len(indices), desc=f"organize: {what}", unit="img", disable=not progress
+    ) as bar:
+        for start in range(0, len(indices), CHUNK):
+            chunk = indices[start : start + CHUNK]
+            results += pool.map(work, chunk)
+            bar.update(len(chunk))
+    return results
 
 
 def organize(
@@ -235,6 +250,7 @@ def organize(
     id_column: str | None = None,
     label_column: str | None = None,
     valid_fraction: float = 0.1,
+    test_fraction: float = 0.0,
     seed: int = 0,
     link: str = "copy",
     force: bool = False,
@@ -251,6 +267,8 @@ def organize(
         raise SiamdogError(f"unknown link mode {link!r} (choose from {', '.join(LINK_MODES)})")
     if not 0 <= valid_fraction < 1:
         raise SiamdogError(f"valid fraction must be in [0, 1), got {valid_fraction}")
+    if not 0 <= test_fraction < 1 or valid_fraction + test_fraction >= 1:
+        raise SiamdogError(f"test fraction must be in [0, 1) and leave images to train on beside valid, got {test_fraction}")
     if not src.is_dir():
         raise SiamdogError(f"{src}: no such source folder")
     if dst.resolve() == src.resolve():
@@ -273,6 +291,7 @@ def organize(
         "labels": os.path.realpath(labels) if labels else None,
         "format": fmt,
         "valid_fraction": valid_fraction,
+        "test_fraction": test_fraction,
         "seed": seed,
         "link": link,
         "id_column": id_column,
@@ -283,41 +302,37 @@ def organize(
     (dst / SIGNATURE_FILE).write_text(json.dumps(signature, indent=1))
     _remove_temporaries(dst)
 
-    is_valid = stratified_split([i.label for i in items], [i.source for i in items], valid_fraction, seed)
-    splits = ["valid" if v else "train" for v in is_valid]
-    targets = [dst / split / item.label / name for item, split, name in zip(items, splits, output_names(items))]
-    for folder in {t.parent for t in targets}:
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def place(k: int) -> str | None:
-        """Check one image and put it in place; return the reason it was refused, if it was."""
-        source, target = src / items[k].source, targets[k]
+    def check(k: int) -> str | None:
+        """Why the k-th image is refused, or None if it decodes."""
         try:
-            data = source.read_bytes()
-            decode_image(data, max_pixels)
+            decode_image((src / items[k].source).read_bytes(), max_pixels)
         except UnreadableImage as e:
             return str(e)
         except OSError as e:
             return e.strerror or str(e)
-        if link == "copy":
-            if not (target.is_file() and target.stat().st_size == len(data)):
-                write_bytes(target, data)
-        elif not (target.exists() and os.path.samefile(target, source)):
-            _place_link(target, source, link)
         return None
 
-    reasons: list[str | None] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
-        total=len(items), desc="organize", unit="img", disable=not progress
-    ) as bar:
-        # In chunks, so that pending futures do not grow with the number of files.
-        for start in range(0, len(items), CHUNK):
-            reasons += pool.map(place, range(start, min(start + CHUNK, len(items))))
-            bar.update(min(CHUNK, len(items) - start))
+    # Split only the usable files, so that a broken file never takes a class's only valid image.
+    reasons = _in_chunks(check, list(range(len(items))), workers, "check", progress)
+    usable = [k for k, reason in enumerate(reasons) if reason is None]
+    splits = [""] * len(items)
+    usable_splits = stratified_split([items[k].label for k in usable], [items[k].source for k in usable], valid_fraction, seed, test_fraction)
+    for k, split in zip(usable, usable_splits):
+        splits[k] = split
+    file_names = output_names(items)
+    targets = {k: dst / splits[k] / items[k].label / file_names[k] for k in usable}
+    for folder in {t.parent for t in targets.values()}:
+        folder.mkdir(parents=True, exist_ok=True)
 
-    for folder in {t.parent for t in targets}:
-        if not any(folder.iterdir()):
-            folder.rmdir()  # every image of this class in this split was refused
+    def place(k: int) -> None:
+        source, target = src / items[k].source, targets[k]
+        if link == "copy":
+            if not (target.is_file() and target.stat().st_size == source.stat().st_size):
+                write_bytes(target, source.read_bytes())
+        elif not (target.exists() and os.path.samefile(target, source)):
+            _place_link(target, source, link)
+
+    _in_chunks(place, usable, workers, "place", progress)
 
     result = OrganizeResult(dst)
     manifest = [(src_name, "", "", f"rejected: {reason}") for src_name, reason in rejected]

@@ -44,3 +44,10 @@ def batch_partners(labels: Sequence[int], positives: bool) -> np.ndarray:
     if positives:
         return pair_permutation(labels)
     return np.roll(np.arange(len(labels)), -1)
+
+
+def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray) -> dict:
+    """The multi-loss model's targets, keyed by its output names: a batch's one-hot labels,
+    its partners' labels, the "same class?" flags, and the labels again for the metric loss
+    on the embedding (which compares every pair of the batch itself)."""
+    return {"ctg_out_1": y, "ctg_out_2": y[partner], "bin_out": same[:, None], "embedding_out": y}

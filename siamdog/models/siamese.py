@@ -3,21 +3,97 @@
 Multi-loss (the original recipe): the images of a pair go through one shared tower; one
 classifier (Dropout + Dense softmax) is applied to each (`ctg_out_1`, `ctg_out_2`), and a
 binary head on the squared difference of the two pooled features says whether they show the
-same class (`bin_out`). Both members of a pair come from one batch (see
+same class (`bin_out`). The features are also an output (`embedding_out`), for an optional
+batch-hard triplet loss over every pair of the batch (siamdog.training.losses). Both members of a pair come from one batch (see
 siamdog.data.batches.PairedBatches), so the tower runs once per image: the model takes the
 batch and each sample's `partner` index, and gathers the partners' features. Softmax-only: one
 image, one classifier (`ctg_out`).
+
+With `embedding_size` > 0 the heads read a learned embedding of the pooled features instead of
+the features themselves: a gated linear unit (GLU) that compresses them, the "feature
+compression" of the Baidu blog's head. It trains in every stage, the frozen ones included, so
+the "same class?" loss shapes what the classifier reads even while the tower is frozen
+(without it, that loss reaches only `bin_out` until blocks are unfrozen).
+
+`build_model` returns a `SiamdogModel` that holds the parts (tower, classifier, same-class
+head) and the models made of them; `OUTPUTS` says, for every output name, its loss, its metric
+and which stage setting weighs it (the targets of the same names come from
+siamdog.data.pairing.pair_targets). Compiling, the batch sources' targets and the heads-only
+models are all derived from these, never from layer names or output positions.
 """
+
+from dataclasses import dataclass
 
 import keras
 
 MODES = ("multiloss", "softmax")
 
 
+@dataclass(frozen=True)
+class OutputSpec:
+    """How one named output is trained: its loss, the metric logged for it, and its weight
+    (`classifier`: 1; otherwise the stage's setting of that name)."""
+
+    loss: str  # "categorical" or "binary" cross-entropy, or "triplet" (batch-hard, on the embedding)
+    metric: str | None
+    weight: str
+
+
+OUTPUTS = {
+    "ctg_out": OutputSpec("categorical", "accuracy", "classifier"),
+    "ctg_out_1": OutputSpec("categorical", "accuracy", "classifier"),
+    "ctg_out_2": OutputSpec("categorical", None, "classifier"),
+    "bin_out": OutputSpec("binary", "accuracy", "binary_loss_weight"),
+    "embedding_out": OutputSpec("triplet", None, "triplet_loss_weight"),
+}
+
+
+@dataclass
+class SiamdogModel:
+    """The parts of a model and the models built from them (all sharing the same layers).
+
+    `training` is what `fit` trains (multi-loss: (images, partner) -> ctg_out_1, ctg_out_2,
+    bin_out; softmax: image -> ctg_out); `image_classifier` (image -> class probabilities) is
+    what is saved for evaluate and predict.
+    """
+
+    mode: str
+    tower: keras.Model
+    embedding: keras.layers.Layer | None
+    classifier: keras.Sequential
+    same_head: keras.layers.Dense | None
+    training: keras.Model
+    image_classifier: keras.Model
+
+
 def _classifier(num_classes: int, dropout: float) -> keras.Sequential:
     return keras.Sequential(
         [keras.layers.Dropout(dropout), keras.layers.Dense(num_classes, activation="softmax")], name="classifier"
     )
+
+
+@keras.saving.register_keras_serializable(package="siamdog")
+class GatedLinearUnit(keras.layers.Layer):
+    """(x W + b) * sigmoid(x V + c): a linear map whose every unit has a learned gate."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.linear = keras.layers.Dense(units, name="linear")
+        self.gate = keras.layers.Dense(units, activation="sigmoid", name="gate")
+
+    def build(self, input_shape):
+        self.linear.build(input_shape)
+        self.gate.build(input_shape)
+
+    def call(self, inputs):
+        return self.linear(inputs) * self.gate(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
 
 @keras.saving.register_keras_serializable(package="siamdog")
@@ -32,83 +108,58 @@ class PartnerFeatures(keras.layers.Layer):
 
 
 def _multiloss_outputs(classifier: keras.layers.Layer, same_head: keras.layers.Layer, features, partner) -> list:
-    """(ctg_out_1, ctg_out_2, bin_out) from a batch's features and each sample's partner index:
-    one classifier on each member of a pair, and the "same class?" head on the squared
-    difference of their features."""
+    """(ctg_out_1, ctg_out_2, bin_out, embedding_out) from a batch's features and each sample's
+    partner index: one classifier on each member of a pair, the "same class?" head on the
+    squared difference of their features, and the features themselves (for a metric loss over
+    every pair of the batch)."""
     features_2 = PartnerFeatures(name="partner_features")(features, partner)
     ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features))
     ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
     difference = keras.layers.Subtract(name="feature_difference")([features, features_2])
     squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
-    return [ctg_1, ctg_2, same_head(squared)]
+    return [ctg_1, ctg_2, same_head(squared), keras.layers.Identity(name="embedding_out")(features)]
 
 
 def _partner_input() -> keras.KerasTensor:
     return keras.Input((), dtype="int32", name="partner")
 
 
-def build_siamese(tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
-    """(images, partner) -> (ctg_out_1, ctg_out_2, bin_out)."""
-    image = keras.Input(tower.input_shape[1:], name="image_1")
-    partner = _partner_input()
-    # BatchNorm stays in inference mode because unfreeze_last_blocks never unfreezes it.
-    outputs = _multiloss_outputs(
-        _classifier(num_classes, dropout),
-        keras.layers.Dense(1, activation="sigmoid", name="bin_out"),
-        tower(image, training=False),
-        partner,
-    )
-    return keras.Model([image, partner], outputs, name="siamdog_multiloss")
-
-
-def build_softmax(tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
-    """image -> ctg_out."""
-    image = keras.Input(tower.input_shape[1:], name="image_1")
-    probabilities = _classifier(num_classes, dropout)(tower(image, training=False))
-    return keras.Model(image, keras.layers.Identity(name="ctg_out")(probabilities), name="siamdog_softmax")
-
-
-def build_model(mode: str, tower: keras.Model, num_classes: int, dropout: float = 0.5) -> keras.Model:
-    if mode == "multiloss":
-        return build_siamese(tower, num_classes, dropout)
+def _heads(mode: str, classifier, same_head, inputs, features, name: str) -> keras.Model:
+    """The training model from `inputs` whose pooled `features` feed the heads."""
     if mode == "softmax":
-        return build_softmax(tower, num_classes, dropout)
-    raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+        return keras.Model(inputs, keras.layers.Identity(name="ctg_out")(classifier(features)), name=name)
+    partner = _partner_input()
+    return keras.Model([inputs, partner], _multiloss_outputs(classifier, same_head, features, partner), name=name)
 
 
-def classifier_of(model: keras.Model) -> keras.Model:
-    """The single-image classifier inside a training model: image -> class probabilities.
+def build_model(mode: str, tower: keras.Model, num_classes: int, dropout: float = 0.5, embedding_size: int = 0) -> SiamdogModel:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    embedding = GatedLinearUnit(embedding_size, name="embedding") if embedding_size else None
+    classifier = _classifier(num_classes, dropout)
+    same_head = keras.layers.Dense(1, activation="sigmoid", name="bin_out") if mode == "multiloss" else None
+    image = keras.Input(tower.input_shape[1:], name="image_1")
+    # BatchNorm stays in inference mode because unfreeze_last_blocks never unfreezes it.
+    features = _embedded(embedding, tower(image, training=False))
+    training = _heads(mode, classifier, same_head, image, features, f"siamdog_{mode}")
+    image_classifier = keras.Model(image, classifier(features), name="siamdog_classifier")
+    return SiamdogModel(mode, tower, embedding, classifier, same_head, training, image_classifier)
 
-    It shares the training model's layers (so it sees training progress) and is what is saved
-    for evaluate and predict.
-    """
-    names = {layer.name for layer in model.layers}
-    output = model.get_layer("ctg_out_1" if "ctg_out_1" in names else "ctg_out").output
-    return keras.Model(model.inputs[0], output, name="siamdog_classifier")
+
+def _embedded(embedding: keras.layers.Layer | None, pooled):
+    return embedding(pooled) if embedding is not None else pooled
 
 
-def heads_of(model: keras.Model, tail: keras.Model | None = None) -> tuple[keras.Model, keras.Model]:
+def heads_of(model: SiamdogModel, tail: keras.Model | None = None) -> tuple[keras.Model, keras.Model]:
     """The training model without the frozen front of its tower, with the same outputs.
 
     Inputs are pooled features (no `tail`), or activations that `tail`, the trainable end
     of the tower, turns into pooled features. Returns (model to train, single-input
-    classifier); both share the training model's layers, so training them on cached inputs
-    trains the full model.
+    classifier); both share the model's layers, so training them on cached inputs trains the
+    full model.
     """
-    shape = tail.input_shape[1:] if tail is not None else (tower_of(model).output_shape[-1],)
-
+    shape = tail.input_shape[1:] if tail is not None else (model.tower.output_shape[-1],)
     inputs = keras.Input(shape, name="cached")
-    features = tail(inputs, training=False) if tail is not None else inputs
-    classifier = model.get_layer("classifier")
-    probabilities = classifier(features)
-    cached_classifier = keras.Model(inputs, probabilities, name="cached_classifier")
-    if len(model.outputs) == 1:
-        heads = keras.Model(inputs, keras.layers.Identity(name="ctg_out")(probabilities), name="softmax_on_cache")
-        return heads, cached_classifier
-    partner = _partner_input()
-    outputs = _multiloss_outputs(classifier, model.get_layer("bin_out"), features, partner)
-    return keras.Model([inputs, partner], outputs, name="multiloss_on_cache"), cached_classifier
-
-
-def tower_of(model: keras.Model) -> keras.Model:
-    return next(layer for layer in model.layers if layer.name.endswith("_tower"))
+    features = _embedded(model.embedding, tail(inputs, training=False) if tail is not None else inputs)
+    cached_classifier = keras.Model(inputs, model.classifier(features), name="cached_classifier")
+    return _heads(model.mode, model.classifier, model.same_head, inputs, features, f"{model.mode}_on_cache"), cached_classifier

@@ -8,19 +8,10 @@ import keras
 import numpy as np
 
 from siamdog.files import read_json, replace_atomically, write_json
+from siamdog.inference import predict_batches
 from siamdog.plots import plot_training_curves
 
 log = logging.getLogger(__name__)
-
-
-def classifier_scores(classifier: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and true class indices for every sample of `batches`."""
-    probabilities, labels = [], []
-    for i in range(len(batches)):
-        x, y = batches[i]
-        probabilities.append(np.asarray(classifier.predict_on_batch(x)))
-        labels.append(np.argmax(y, axis=1))
-    return np.concatenate(probabilities), np.concatenate(labels)
 
 
 class ClassifierValidation(keras.callbacks.Callback):
@@ -37,7 +28,7 @@ class ClassifierValidation(keras.callbacks.Callback):
         self.batches = batches
 
     def on_epoch_end(self, epoch, logs=None):
-        probabilities, labels = classifier_scores(self.classifier, self.batches)
+        probabilities, labels = predict_batches(self.classifier, self.batches)
         self.batches.on_epoch_end()  # a validation pass is an epoch of its source (it reports skipped files)
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
         logs["val_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))

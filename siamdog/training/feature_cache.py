@@ -9,11 +9,13 @@ between (a small fraction of the tower's work) and caches that too.
 Views of an image: 0 is the image as is, 1 its horizontal mirror, 2 and above seeded random
 augmentations. The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
 samples, ...) per pass, named by everything that decides its content (the weights of the part,
-image size, views, seed, the file list), so several runs on the same organized data (the
+image size, views, the file list, and for augmented views the seed and the augmentation
+settings), so several runs on the same organized data (the
 linear probe and each variant's stages) share one pass and a changed input never reuses a
 stale one. Large activations are stored as float16 in a memory-mapped file.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -89,7 +91,10 @@ def cached_outputs(
     (unshuffled) order of `batches`: read from the cache, or computed once and stored."""
     if batches.shuffle or batches.augmentation is not None:
         raise ValueError("the cache pass needs unshuffled, unaugmented batches")
-    front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, "seed": seed}
+    # Views 0 and 1 (as is, mirrored) depend on neither the seed nor the augmentation settings,
+    # so runs with other seeds share that pass.
+    augmented = {"seed": seed, "augmentation": dataclasses.asdict(augmentation)} if views > 2 else {}
+    front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, **augmented}
 
     def fill(out):
         with tqdm(total=views * batches.samples, desc=f"{front.name} pass ({views} view(s))", unit="img", disable=not progress) as bar:

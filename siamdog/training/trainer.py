@@ -1,41 +1,29 @@
 """The staged schedule: build the model, then run each configured stage with `model.fit`.
 
-A run directory holds everything needed to reproduce and resume a run:
-
-    config.yaml            the configuration used
-    classes.txt            class names, in the model's output order
-    best.keras, best.json  the single-image classifier with the best val_accuracy so far
-    history/<stage>.csv    per-epoch logs of each stage
-    curves.png             training curves of all stages
-    checkpoints/<stage>.weights.h5   the model after each finished stage
-    state.json             finished stages, their epochs and wall time
-    backup/<stage>/        BackupAndRestore's files while a stage runs
-
+A run folder (see run_folder) holds everything needed to reproduce and resume a run.
 Running again on the same run directory skips finished stages and resumes the current one at
 the epoch after the last one that finished. With `feature_cache_views`, the part of the tower
 that no stage trains runs once over the data (see feature_cache) and each stage fits only what
 it trains, on the cached outputs; the saved model is the same single-image classifier.
 """
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from siamdog.config import StageConfig, TrainConfig, config_to_dict, load_config, save_config
+from siamdog.config import StageConfig, TrainConfig
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
+from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, replace_atomically, write_json
-from siamdog.models.backbones import build_tower, calibrate_batchnorm, resolve_weights, split_tower, unfreeze_last_blocks
-from siamdog.models.siamese import build_model, classifier_of, heads_of, tower_of
+from siamdog.models.backbones import build_tower, calibrate_batchnorm, get_backbone, resolve_weights, split_tower, unfreeze_last_blocks
+from siamdog.models.siamese import SiamdogModel, build_model, heads_of
 from siamdog.training.callbacks import (
     ClassifierValidation,
     EpochOrder,
@@ -45,76 +33,12 @@ from siamdog.training.callbacks import (
     TrainingCurves,
 )
 from siamdog.training.feature_cache import stage_inputs
+from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
 from siamdog.training.stages import compile_stage, make_optimizer
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_BATCH = 64  # images whose statistics initialize BatchNorm in a random tower
-
-
-@dataclass
-class RunPaths:
-    """Where each artifact of a run lives."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def classes(self) -> Path:
-        return self.root / "classes.txt"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def best_model(self) -> Path:
-        return self.root / "best.keras"
-
-    @property
-    def curves(self) -> Path:
-        return self.root / "curves.png"
-
-    def history(self, stage: str) -> Path:
-        return self.root / "history" / f"{stage}.csv"
-
-    def checkpoint(self, stage: str) -> Path:
-        return self.root / "checkpoints" / f"{stage}.weights.h5"
-
-    def backup(self, stage: str) -> Path:
-        return self.root / "backup" / stage
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-
-@contextlib.contextmanager
-def run_lock(path: Path):
-    """Hold an exclusive lock on a run folder for as long as this process trains in it.
-
-    An flock belongs to the open file: the kernel drops it when the process ends, however it
-    ends, so a killed run never leaves the folder locked.
-    """
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise SiamdogError(f"{path.parent} is being trained by {holder}; wait for it to finish or use another --run") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()}")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
 
 
 def seed_everything(seed: int) -> None:
@@ -124,28 +48,6 @@ def seed_everything(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-
-
-def prepare_run(run: RunPaths, config: TrainConfig, classes: list[str]) -> None:
-    """Save the config and classes of a new run, or check that an existing run used the same."""
-    run.root.mkdir(parents=True, exist_ok=True)
-    if run.config.exists():
-        saved = load_config(run.config)
-        if saved != config:
-            new, old = config_to_dict(config), config_to_dict(saved)
-            changed = ", ".join(k for k in new if new[k] != old.get(k))
-            raise SiamdogError(
-                f"{run.root} holds a run with another configuration (differs in: {changed}); "
-                "use another --run folder, or the same settings to resume it"
-            )
-    else:
-        save_config(config, run.config)
-    if run.classes.exists():
-        saved_classes = run.classes.read_text(encoding="utf-8").splitlines()
-        if saved_classes != classes:
-            raise SiamdogError(f"{run.root} was trained on other classes than those in the data folder")
-    else:
-        run.classes.write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
 
 
 def _data_folders(data_dir: Path) -> tuple[Path, Path, list[str]]:
@@ -179,14 +81,44 @@ def train(
     callbacks: list[keras.callbacks.Callback] = (),
     verbose: str | int = "auto",
 ) -> dict:
-    """Train (or resume) a run; returns the run's state (finished stages and best score)."""
+    """Train (or resume) a run; returns the run's state (finished stages and best score).
+
+    Every setting is checked (and the tower built, which checks the weights file) before
+    anything is written, so a refused command leaves no run folder behind to refuse the
+    corrected one.
+    """
     data_dir, run = Path(data_dir), RunPaths(Path(run_dir))
     train_dir, valid_dir, classes = _data_folders(data_dir)
     selected = _select_stages(config, stages)
+    check_settings(config, len(classes))
+    seed_everything(config.seed)
+    tower = build_tower(config.backbone, config.weights, config.image_size)
     run.root.mkdir(parents=True, exist_ok=True)
     with run_lock(run.lock):
         prepare_run(run, config, classes)
-        return _run_stages(run, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose)
+        return _run_stages(run, tower, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose)
+
+
+def check_settings(config: TrainConfig, num_classes: int) -> None:
+    """Refuse settings that only the data or the backbone can rule out, with the reason."""
+    spec = get_backbone(config.backbone)
+    if config.image_size < spec.min_size:
+        raise SiamdogError(f"image size {config.image_size} is too small for {config.backbone} (minimum {spec.min_size})")
+    resolve_weights(config.weights)
+    for stage in config.stages:
+        if stage.trainable_blocks > spec.num_blocks:
+            raise SiamdogError(
+                f"stages.{stage.name}.trainable_blocks: {config.backbone} has {spec.num_blocks} blocks; cannot unfreeze {stage.trainable_blocks}"
+            )
+    if config.mode == "multiloss" and config.batch_size < 2:
+        raise SiamdogError(
+            f"batch_size {config.batch_size}: the multi-loss model pairs images within a batch, so a batch needs at least 2 (or use mode softmax)"
+        )
+    if config.sampler == "class_balanced":
+        try:
+            check_class_balanced(config.batch_size, config.images_per_class, num_classes)
+        except ValueError as e:
+            raise SiamdogError(f"sampler class_balanced: {e}") from None
 
 
 def _stage_callbacks(
@@ -227,8 +159,7 @@ def _stage_data(
     stage: StageConfig,
     index: int,
     config: TrainConfig,
-    model: keras.Model,
-    classifier: keras.Model,
+    model: SiamdogModel,
     train_dir: Path,
     valid: DirectoryBatches,
     classes: list[str],
@@ -246,8 +177,9 @@ def _stage_data(
     """
     size = (config.image_size, config.image_size)
     seed = config.seed + 1000 * index
+    sampling = {"seed": seed, "sampler_kind": config.sampler, "images_per_class": config.images_per_class}
     if config.feature_cache_views:
-        tower = tower_of(model)
+        tower = model.tower
         front_blocks = max(s.trainable_blocks for s in config.stages)
         plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
 
@@ -262,7 +194,7 @@ def _stage_data(
         fit_model, cached_classifier = heads_of(model, tail)
         return (
             fit_model,
-            FeatureBatches(train_cache, plain.classes, len(classes), config.batch_size, seed=seed),
+            FeatureBatches(train_cache, plain.classes, len(classes), config.batch_size, **sampling),
             cached_classifier,
             FeatureBatches(valid_cache, valid.classes, len(classes), config.batch_size, shuffle=False),
         )
@@ -270,16 +202,17 @@ def _stage_data(
         train_dir,
         size,
         config.batch_size,
-        seed=seed,
         augmentation=augmentation if stage.augment else None,
         classes=classes,
         workers=1 if config.mode == "multiloss" else workers,
+        **sampling,
     )
-    return model, batches, classifier, valid
+    return model.training, batches, model.image_classifier, valid
 
 
 def _run_stages(
     run: RunPaths,
+    tower: keras.Model,
     train_dir: Path,
     valid_dir: Path,
     classes: list[str],
@@ -289,15 +222,12 @@ def _run_stages(
     callbacks: list[keras.callbacks.Callback],
     verbose: str | int,
 ) -> dict:
-    seed_everything(config.seed)
-    tower = build_tower(config.backbone, config.weights, config.image_size)
-    model = build_model(config.mode, tower, len(classes), config.dropout)
-    classifier = classifier_of(model)
+    model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size)
     state = read_json(str(run.state)) or {"completed": {}}
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
     if finished:
-        model.load_weights(run.checkpoint(finished[-1]))
+        model.training.load_weights(run.checkpoint(finished[-1]))
         log.info("resuming after stage %s", finished[-1])
     elif resolve_weights(config.weights) is None:
         sample = DirectoryBatches(train_dir, size, CALIBRATION_BATCH, seed=config.seed, classes=classes)
@@ -312,22 +242,23 @@ def _run_stages(
         started = time.monotonic()  # a stage's time includes its cache pass, if any
         unfreeze_last_blocks(tower, config.backbone, stage.trainable_blocks)
         fit_model, batches, val_classifier, val_batches = _stage_data(
-            stage, index, config, model, classifier, train_dir, valid, classes, augmentation, workers
+            stage, index, config, model, train_dir, valid, classes, augmentation, workers
         )
-        compile_stage(fit_model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), stage.binary_loss_weight)
+        optimizer = make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum)
+        compile_stage(fit_model, optimizer, stage.binary_loss_weight, config.label_smoothing, stage.triplet_loss_weight)
         data, sampler_callbacks = batches, [EpochOrder(batches)]
         if config.mode == "multiloss":
             data = PairedBatches(batches, config.pair_every, workers=workers)
             sampler_callbacks.append(PositivePairFraction(data))
         stage_callbacks = [
             *sampler_callbacks,
-            *_stage_callbacks(run, stage, config.stage_names(), classifier, val_classifier, val_batches),
+            *_stage_callbacks(run, stage, config.stage_names(), model.image_classifier, val_classifier, val_batches),
             *callbacks,
         ]
         history = fit_model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
-        replace_atomically(run.checkpoint(stage.name), model.save_weights)
+        replace_atomically(run.checkpoint(stage.name), model.training.save_weights)
         state["completed"][stage.name] = {
             "epochs_run_now": len(history.epoch),
             "seconds": round(seconds, 1),

@@ -78,7 +78,8 @@ def test_batches_stay_full_when_files_go_bad_after_organize(organized, caplog):
     for epoch in range(2):
         sizes = []
         for i in range(len(paired)):
-            (x, partner), (y1, y2, same) = paired[i]
+            (x, partner), targets = paired[i]
+            y1, y2, same = targets["ctg_out_1"], targets["ctg_out_2"], targets["bin_out"]
             assert np.isfinite(x).all() and len(x) == len(partner) == len(same)
             sizes.append(len(x))
         assert sum(sizes) == batches.samples and all(s == 4 for s in sizes[:-1])
@@ -91,10 +92,10 @@ def test_batches_stay_full_when_files_go_bad_after_organize(organized, caplog):
 def tiny_model(tmp_path_factory) -> Path:
     """An untrained classifier saved as a run would save it (no training needed to test I/O)."""
     from siamdog.models.backbones import build_tower
-    from siamdog.models.siamese import build_softmax, classifier_of
+    from siamdog.models.siamese import build_model
 
     run = tmp_path_factory.mktemp("run")
-    classifier_of(build_softmax(build_tower("xception", "none", 71), 2)).save(run / "best.keras")
+    build_model("softmax", build_tower("xception", "none", 71), 2).image_classifier.save(run / "best.keras")
     (run / "classes.txt").write_text("1\n2\n")
     return run
 

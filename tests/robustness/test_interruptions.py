@@ -43,6 +43,26 @@ def _spawn(*args: str) -> subprocess.Popen:
     )
 
 
+def _kill_once_placed(process: subprocess.Popen, dst: Path, count: int) -> bool:
+    """SIGKILL `process` as soon as `count` files (temporaries included) are in DST's splits.
+
+    The child is stopped while the files are counted, so however fast the machine, it is
+    killed within a few files of that point, not after some wall-clock delay. False if it
+    finished first.
+    """
+    while process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        placed = sum(1 for _ in dst.glob("*/*/*"))
+        if placed >= count:
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=60)
+            return True
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.002)
+    process.communicate(timeout=60)
+    return False
+
+
 def test_organize_killed_at_random_points_completes_on_rerun(tmp_path):
     src = tmp_path / "src"
     for k in range(1500):
@@ -51,17 +71,10 @@ def test_organize_killed_at_random_points_completes_on_rerun(tmp_path):
     organize(src, reference, progress=False)
     dst = tmp_path / "dst"
     rng = np.random.default_rng(0)
-    killed = 0
-    for delay in rng.uniform(0.2, 1.5, size=4):
-        process = _spawn("organize", str(src), str(dst), "--workers", "2")
-        time.sleep(delay)
-        if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            killed += 1
-        process.communicate(timeout=60)
+    for count in sorted(rng.integers(1, 1450, size=4)):
+        assert _kill_once_placed(_spawn("organize", str(src), str(dst), "--workers", "2"), dst, count), f"finished before {count} files"
     process = _spawn("organize", str(src), str(dst))
     assert process.wait(timeout=120) == 0
-    assert killed, "no run was killed mid-way; make the job longer"
     assert _tree(dst / "train") == _tree(reference / "train")
     assert _tree(dst / "valid") == _tree(reference / "valid")
     assert not list(dst.rglob(".tmp-*"))

@@ -1,0 +1,116 @@
+"""Every technique switched on and off from one shared cached pass: one row per technique.
+
+    python bench/ablation.py [--rows bench/configs/ablation.yaml]     (make bench-ablation)
+
+The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the reference row,
+and the rows: each changes some settings of the base (top-level keys under `settings`, a
+stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
+with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead.
+Every row is compared with the reference seed by seed (exact McNemar on the same test images)
+and gets the command that reproduces it. Techniques on the heads train on cached pooled features
+in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
+Writes bench/results/ablation-<date>.json and .md.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml  # noqa: E402
+
+from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
+from bench.quality import VARIANT_HEADER, comparison_line, variant_rows  # noqa: E402
+from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, summarize, train_run  # noqa: E402
+from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
+
+
+def row_config(base, row: dict, seed: int):
+    """The base config with a row's settings, for one seed."""
+    values = {**config_to_dict(base), **row.get("settings", {}), "seed": seed}
+    for stage in values["stages"]:
+        stage.update(row.get("stage_settings", {}).get(stage["name"], {}))
+    return config_from_dict(values, f"row {row['name']}")
+
+
+def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list[dict]:
+    tta = row.get("tta", True)
+    results = []
+    for seed in seeds:
+        config = row_config(base, row, seed)
+        if row.get("probe"):
+            probabilities, labels, seconds = linear_probe(bench, config, seed, tta)
+            results.append({"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)})
+            continue
+        run = runs / f"{row.get('run', row['name'])}-seed{seed}"
+        trained = train_run(bench, run, config, row.get("stages"))
+        done = trained["state"]["completed"]
+        results.append({"seed": seed, "seconds": sum(v["seconds"] for v in done.values()),
+                        "test": errors(*bench.score(run, "test", tta)), "valid_top1_err": errors(*bench.score(run, "valid", tta=False))["top1_err"],
+                        "best": trained["state"]["best"]})
+        print(row["name"], seed, results[-1]["test"]["top1_err"], flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=str(REPO / "bench" / "configs" / "ablation.yaml"))
+    parser.add_argument("--only", nargs="+", help="run only these rows (and the reference)")
+    parser.add_argument("--work", default=str(REPO / "build" / "bench"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+
+    spec = yaml.safe_load(Path(args.rows).read_text())
+    base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
+    base = load_config(base_file)
+    rows = [r for r in spec["rows"] if not args.only or r["name"] in args.only or r["name"] == spec["reference"]]
+    started = time.monotonic()
+    bench = Bench(organized_data(Path(args.work)))
+    results = {**header("ablation"), "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
+               "reference": spec["reference"], "seeds": spec["seeds"], **data_summary(bench.data), "rows": {}}
+    runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
+    per_row = {}
+    for row in rows:
+        config = row_config(base, row, spec["seeds"][0])
+        passes = bench.passes(config)
+        per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
+        results["rows"][row["name"]] = {
+            **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
+            "image_size": config.image_size, "tta": row.get("tta", True),
+            "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}",
+        }
+    reference = per_row[spec["reference"]]
+    for name, seeds in per_row.items():
+        if name != spec["reference"]:
+            results["rows"][name]["against_reference"] = compare(seeds, reference[: len(seeds)])
+    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    stem = f"ablation-{results['date']}" + ("-" + "-".join(args.only) if args.only else "")
+    write_results(args.out, stem, results, "siamdog ablation on held-out dogs120 photos", report(results))
+
+
+def report(results: dict) -> str:
+    rows = results["rows"]
+    table = variant_rows(rows, list(rows))
+    for line, name in zip(table, rows):
+        line.insert(1, rows[name]["what"])
+    lines = [
+        f"dogs120: {results['train_images']} train, {results['valid_images']} valid and {results['test_images']} test images; "
+        f"base `{results['base']}`, rows `{results['rows_file']}`, seeds {results['seeds']}, reference row `{results['reference']}`. "
+        f"Total wall time {results['total_seconds'] / 60:.1f} min. `minutes`: the row's cached passes plus its training, "
+        f"as one run alone would take.\n",
+        markdown_table([VARIANT_HEADER[0], "what", *VARIANT_HEADER[1:]], table),
+        "",
+        *[comparison_line(f"{name} vs {results['reference']}", row["against_reference"]) for name, row in rows.items() if "against_reference" in row],
+        "",
+        "Each row: " + "; ".join(f"`{name}`: `{row['command']}`" for name, row in rows.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""What the quality and ablation benchmarks share: the dog photos split three ways, one cached
+pass of the frozen tower per split, training runs over seeds, and scoring on the test split.
+
+The split (`siamdog organize --valid-fraction 0.1 --test-fraction 0.2`): train, valid (the best
+epoch, early stopping and learning-rate reduction look at it) and test (touched only here, by
+the final scoring). Every run is trained by `siamdog.training.trainer.train`, the function
+`siamdog train` calls, and scored by its best.keras on the test images. Scoring reads the cached
+pass of the frozen front over the test images (as is and mirrored, for TTA) and runs only the
+rest of the model: best.keras's front is the untrained ImageNet front that made the cache, so
+this gives the image model's predictions (`check_against_images` compares the two on one run).
+"""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
+TEST_VIEWS = 2  # as is and mirrored: what --tta averages
+
+
+def organized_data(work: Path) -> Path:
+    """dogs120 organized three ways under `work` (symbolic links to ../shared), as a user would."""
+    dogs = SHARED / "data" / "dogs120"
+    if not (dogs / "labels.csv").is_file():
+        raise SystemExit(f"skipped: the quality benchmark needs the shared dog photos at {dogs} (not present)")
+    data = work / "dogs120-3way"
+    command = [sys.executable, "-m", "siamdog.cli", "organize", str(dogs / "train"), str(data), "--labels", str(dogs / "labels.csv"),
+               "--link", "sym", "--valid-fraction", str(VALID_FRACTION), "--test-fraction", str(TEST_FRACTION)]
+    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return data
+
+
+def data_summary(data: Path) -> dict:
+    counts = {f"{split}_images": sum(1 for _ in (data / split).glob("*/*")) for split in ("train", "valid", "test")}
+    return {**counts, "classes": sum(1 for p in (data / "train").iterdir() if p.is_dir())}
+
+
+class Bench:
+    """One organized data set and the cached passes of a config's frozen front over it."""
+
+    def __init__(self, data: Path):
+        from siamdog.data.batches import list_classes
+
+        self.data = data
+        self.classes = list_classes(data / "train")
+
+    def batches(self, split: str, config):
+        from siamdog.data.batches import DirectoryBatches
+
+        size = (config.image_size, config.image_size)
+        return DirectoryBatches(self.data / split, size, config.batch_size, shuffle=False, classes=self.classes)
+
+    def inputs(self, tower, config, split: str, views: int, blocks: int | None = None):
+        """Cached inputs of the part of `tower` after its last `blocks` trainable blocks (default:
+        where the config's frozen front ends), and the labels, for `views` views of `split`."""
+        from siamdog.data.augment import Augmentation
+        from siamdog.training.feature_cache import stage_inputs
+
+        front_blocks = max(s.trainable_blocks for s in config.stages)
+        batches = self.batches(split, config)
+        augmentation = Augmentation(**dataclasses.asdict(config.augment))
+        cut = front_blocks if blocks is None else blocks
+        return stage_inputs(tower, config.backbone, front_blocks, cut, batches, views, augmentation, config.seed), batches.classes
+
+    def passes(self, config) -> dict:
+        """Make (or find) the cached passes a run of `config` and its scoring need; their seconds."""
+        from siamdog.models.backbones import build_tower
+
+        tower = build_tower(config.backbone, config.weights, config.image_size)
+        seconds = {}
+        for split, views in (("train", max(config.feature_cache_views, 1)), ("valid", 1), ("test", TEST_VIEWS)):
+            started = time.monotonic()
+            self.inputs(tower, config, split, views)
+            self.inputs(tower, config, split, views, blocks=0)  # pooled features: heads and the probe
+            seconds[split] = round(time.monotonic() - started, 1)
+        return seconds
+
+    def score(self, run: Path, split: str = "test", tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, labels) of a run's best.keras on `split`, from the cached pass."""
+        from siamdog.config import load_config
+        from siamdog.data.features import FeatureBatches
+        from siamdog.inference import predict_batches
+        from siamdog.models.backbones import build_tower, split_tower
+        from siamdog.models.siamese import build_model, heads_of
+
+        config = load_config(run / "config.yaml")
+        tower = build_tower(config.backbone, config.weights, config.image_size)
+        model = build_model(config.mode, tower, len(self.classes), config.dropout, config.embedding_size)
+        model.image_classifier.load_weights(run / "best.keras")
+        # The tower is ImageNet's up to the blocks that the stage which made best.keras trained:
+        # from there on, the model runs on the cached inputs (pooled features for a frozen stage).
+        best_stage = json.loads((run / "best.json").read_text())["stage"]
+        cut = next(s.trainable_blocks for s in config.stages if s.name == best_stage)
+        _, tail = split_tower(tower, config.backbone, cut)
+        _, cached_classifier = heads_of(model, tail)
+        inputs, labels = self.inputs(tower, config, split, TEST_VIEWS if split == "test" else 1, blocks=cut)
+        views = inputs.shape[0] if tta else 1
+        probabilities = np.mean([
+            predict_batches(cached_classifier, FeatureBatches(inputs[v : v + 1], labels, len(self.classes), config.batch_size, shuffle=False))[0]
+            for v in range(views)
+        ], axis=0)
+        return probabilities, labels
+
+    def check_against_images(self, run: Path, tta: bool = True) -> dict:
+        """How many test images the cached scoring and `tools/evaluate.py` on the images agree on."""
+        out = run / "evaluation-images"
+        command = [sys.executable, "tools/evaluate.py", "--model", str(run), "--data", str(self.data / "test"), "--out", str(out)]
+        subprocess.run(command + (["--tta"] if tta else []), check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        probabilities, _ = self.score(run, "test", tta)
+        filenames = self.batches("test", load_run_config(run)).filenames
+        with open(out / "predictions.csv", encoding="utf-8") as f:
+            rows = {line.split(",")[0]: line.split(",")[2] for line in f.read().splitlines()[1:]}
+        agree = sum(rows[name] == self.classes[int(p.argmax())] for name, p in zip(filenames, probabilities))
+        return {"agree": agree, "images": len(filenames), "command": " ".join(command + (["--tta"] if tta else []))}
+
+
+def load_run_config(run: Path):
+    from siamdog.config import load_config
+
+    return load_config(run / "config.yaml")
+
+
+def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) -> dict:
+    """Train (or resume) a run of `config` in `run`; its state and wall seconds."""
+    import keras
+
+    from siamdog.training.trainer import train
+
+    keras.backend.clear_session()
+    started = time.monotonic()
+    state = train(bench.data, run, config, stages=stages, verbose=0)
+    return {"state": state, "seconds": round(time.monotonic() - started, 1)}
+
+
+def linear_probe(bench: Bench, config, seed: int, tta: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logistic regression on the frozen tower's pooled features of every cached training view:
+    (test probabilities, test labels, seconds to fit)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from siamdog.models.backbones import build_tower
+
+    tower = build_tower(config.backbone, config.weights, config.image_size)
+    train_x, train_y = bench.inputs(tower, config, "train", max(config.feature_cache_views, 1), blocks=0)
+    test_x, test_y = bench.inputs(tower, config, "test", TEST_VIEWS, blocks=0)
+    started = time.monotonic()
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=seed))
+    probe.fit(np.asarray(train_x).reshape(-1, train_x.shape[-1]), np.tile(train_y, train_x.shape[0]))
+    seconds = time.monotonic() - started
+    views = test_x.shape[0] if tta else 1
+    return np.mean([probe.predict_proba(np.asarray(test_x[v])) for v in range(views)], axis=0), test_y, seconds
+
+
+def errors(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    top5 = np.argsort(-probabilities, axis=1)[:, :5]
+    return {"top1_err": float(np.mean(probabilities.argmax(1) != labels)),
+            "top5_err": float(np.mean(~(top5 == labels[:, None]).any(1))),
+            "right": (probabilities.argmax(1) == labels).tolist()}
+
+
+def summarize(per_seed: list[dict], pass_minutes: float) -> dict:
+    """A variant's figures over seeds: mean test errors, the per-seed figures, a 95 % interval
+    of the mean top-1 error (Wilson, on the images of all seeds pooled), valid separately."""
+    from bench.stats import error_interval
+
+    top1 = [s["test"]["top1_err"] for s in per_seed]
+    images = len(per_seed[0]["test"]["right"])
+    wrong = sum(images - sum(s["test"]["right"]) for s in per_seed)
+    summary = {
+        "test_top1_err": round(float(np.mean(top1)), 4),
+        "test_top5_err": round(float(np.mean([s["test"]["top5_err"] for s in per_seed])), 4),
+        "test_top1_err_seeds": [round(t, 4) for t in top1],
+        "test_top1_err_spread": round(float(np.std(top1)), 4),
+        "test_top1_ci95": error_interval(wrong, images * len(per_seed)),
+        "test_images": images,
+        "minutes": round(pass_minutes + float(np.mean([s["seconds"] for s in per_seed])) / 60, 1),
+        "seeds": [s["seed"] for s in per_seed],
+    }
+    valid = [s["valid_top1_err"] for s in per_seed if s.get("valid_top1_err") is not None]
+    if valid:
+        summary["valid_top1_err"] = round(float(np.mean(valid)), 4)
+    return summary
+
+
+def compare(a: list[dict], b: list[dict]) -> dict:
+    """Paired tests of two variants on the test images, seed by seed, and their verdict."""
+    from bench.stats import mcnemar, verdict
+
+    tests = [mcnemar(x["test"]["right"], y["test"]["right"]) for x, y in zip(a, b)]
+    difference = float(np.mean([y["test"]["top1_err"] - x["test"]["top1_err"] for x, y in zip(a, b)]))
+    return {"points_better": round(100 * difference, 2), "mcnemar": tests, "verdict": verdict(tests)}
+
+
+def save_seed_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results))
