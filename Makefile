@@ -1,5 +1,5 @@
 # siamdog: `make demo` and `make test` are all a newcomer needs. Paths are variables:
-#   make organize SRC=photos/ [LABELS=labels.csv] DST=data
+#   make organize SRC=photos/ [LABELS=labels.csv] DST=data [TEST=0.2]
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
@@ -13,6 +13,7 @@ LABELS ?=
 DST ?= data
 FORMAT ?= auto
 VALID ?= 0.1
+TEST ?= 0
 DATA ?= $(DST)
 RUN ?= weights/run
 CONFIG ?= configs/default.yaml
@@ -35,7 +36,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 organize: install
 	@test -n "$(SRC)" || { echo "usage: make organize SRC=photos/ [LABELS=labels.csv] [DST=data]"; exit 2; }
-	$(BIN)/siamdog organize "$(SRC)" "$(DST)" --format $(FORMAT) --valid-fraction $(VALID) $(if $(LABELS),--labels "$(LABELS)")
+	$(BIN)/siamdog organize "$(SRC)" "$(DST)" --format $(FORMAT) --valid-fraction $(VALID) --test-fraction $(TEST) $(if $(LABELS),--labels "$(LABELS)")
 
 train: install
 	$(BIN)/siamdog train --data "$(DATA)" --run "$(RUN)" --config "$(CONFIG)" $(TRAIN_ARGS)

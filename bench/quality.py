@@ -64,8 +64,8 @@ def variant_rows(results: dict, names) -> list[list]:
 
 def comparison_line(key: str, comparison: dict) -> str:
     ps = ", ".join(str(t["mcnemar_p"]) for t in comparison["mcnemar"])
-    return (f"- {key}: {comparison['points_better']:+.2f} points lower test error (mean over seeds); "
-            f"exact McNemar p per seed {ps}: **{comparison['verdict']}**")
+    return (f"- {key}: test top-1 error {comparison['error_difference_points']:+.2f} points (mean over seeds; negative: "
+            f"the first is better); exact McNemar p per seed {ps}: **{comparison['verdict']}**")
 
 
 VARIANT_HEADER = ["variant", "test top-1 err (mean)", "95 % interval", "per seed", "test top-5 err", "valid top-1 err", "minutes"]

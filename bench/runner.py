@@ -70,16 +70,22 @@ class Bench:
         return stage_inputs(tower, config.backbone, front_blocks, cut, batches, views, augmentation, config.seed), batches.classes
 
     def passes(self, config) -> dict:
-        """Make (or find) the cached passes a run of `config` and its scoring need; their seconds."""
+        """Make (or find) the cached passes a run of `config` and its scoring need; the seconds
+        they took when they were made (kept in the cache folder, since later runs only read them)."""
         from siamdog.models.backbones import build_tower
 
         tower = build_tower(config.backbone, config.weights, config.image_size)
+        record = self.data / ".siamdog-cache" / "pass-seconds.json"
+        made = json.loads(record.read_text()) if record.is_file() else {}
         seconds = {}
         for split, views in (("train", max(config.feature_cache_views, 1)), ("valid", 1), ("test", TEST_VIEWS)):
+            key = f"{config.backbone}-{config.image_size}px-{views}views-{max(s.trainable_blocks for s in config.stages)}blocks-{split}"
             started = time.monotonic()
             self.inputs(tower, config, split, views)
             self.inputs(tower, config, split, views, blocks=0)  # pooled features: heads and the probe
-            seconds[split] = round(time.monotonic() - started, 1)
+            made.setdefault(key, round(time.monotonic() - started, 1))
+            seconds[split] = made[key]
+        record.write_text(json.dumps(made, indent=1))
         return seconds
 
     def score(self, run: Path, split: str = "test", tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +201,8 @@ def compare(a: list[dict], b: list[dict]) -> dict:
     from bench.stats import mcnemar, verdict
 
     tests = [mcnemar(x["test"]["right"], y["test"]["right"]) for x, y in zip(a, b)]
-    difference = float(np.mean([y["test"]["top1_err"] - x["test"]["top1_err"] for x, y in zip(a, b)]))
-    return {"points_better": round(100 * difference, 2), "mcnemar": tests, "verdict": verdict(tests)}
+    difference = float(np.mean([x["test"]["top1_err"] - y["test"]["top1_err"] for x, y in zip(a, b)]))
+    return {"error_difference_points": round(100 * difference, 2), "mcnemar": tests, "verdict": verdict(tests)}
 
 
 def save_seed_results(path: Path, results: dict) -> None:

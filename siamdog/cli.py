@@ -54,6 +54,8 @@ def _train_config(args):
     config = load_config(args.config, overrides)
     if args.max_epochs is None:
         return config
+    if args.max_epochs < 1:
+        raise SiamdogError(f"--max-epochs must be at least 1, got {args.max_epochs}")
     values = config_to_dict(config)
     for stage in values["stages"]:
         stage["epochs"] = min(stage["epochs"], args.max_epochs)

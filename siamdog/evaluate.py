@@ -98,11 +98,10 @@ class Evaluation:
     unknown_classes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [
-            f"top-1 error: {self.top1_error:.4f} (chance: {1 - 1 / self.num_classes:.4f}, {self.num_classes} classes)",
-            f"top-5 error: {self.top5_error:.4f}",
-            f"images: {self.count}" + (f" ({self.skipped} unreadable skipped)" if self.skipped else ""),
-        ]
+        lines = [f"top-1 error: {self.top1_error:.4f} (chance: {1 - 1 / self.num_classes:.4f}, {self.num_classes} classes)"]
+        if self.num_classes > 5:  # with five classes or fewer the true one is always in the top five
+            lines.append(f"top-5 error: {self.top5_error:.4f}")
+        lines.append(f"images: {self.count}" + (f" ({self.skipped} unreadable skipped)" if self.skipped else ""))
         if self.unknown_classes:
             lines.append(f"ignored folders of classes the model does not know: {', '.join(self.unknown_classes)}")
         return "\n".join(lines)

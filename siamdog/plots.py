@@ -2,13 +2,13 @@
 
 import csv
 import os
+import re
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 TRAIN_ACCURACY_KEYS = ("ctg_out_1_accuracy", "accuracy")
 
@@ -48,16 +48,32 @@ def plot_training_curves(histories: list[tuple[str, str | os.PathLike]], out_pat
     plt.close(fig)
 
 
+def natural_order(names: list[str]) -> list[int]:
+    """Indices of `names` in natural order: digit runs compare as numbers ("7" before "63")."""
+    def key(i: int):
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part.casefold()) for part in re.split(r"(\d+)", names[i]) if part]
+
+    return sorted(range(len(names)), key=key)
+
+
 def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], out_path: str | os.PathLike) -> None:
-    """Row-normalized confusion matrix; values are printed in the cells only when they fit."""
-    size = min(max(6, 0.25 * len(classes)), 40)
+    """Confusion matrix with classes in natural order: colour by the share of each true class's
+    images, the image counts written in the cells when they fit (up to 30 classes)."""
+    order = natural_order(classes)
+    matrix = matrix[np.ix_(order, order)]
+    labels = [classes[i] for i in order]
+    size = min(max(6, 0.25 * len(labels)), 40)
     fig, ax = plt.subplots(figsize=(size, size))
     with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
-    ConfusionMatrixDisplay(normalized, display_labels=classes).plot(
-        ax=ax, include_values=len(classes) <= 20, values_format=".2f", xticks_rotation="vertical", colorbar=False, cmap="Blues"
-    )
-    ax.set_title("confusion matrix (rows: true class, normalized)")
+        shares = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    if len(labels) <= 30:
+        for (row, col), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(col, row, str(count), ha="center", va="center", fontsize=8, color="white" if shares[row, col] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted class", ylabel="true class", title="confusion matrix (image counts; colour: share of the true class)")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

@@ -110,3 +110,4 @@ def test_shift_moves_content_by_the_fraction():
     rng = np.random.default_rng(0)
     columns = {int(np.argmax(aug.apply(image, rng)[0, :, 0])) for _ in range(50)}
     assert min(columns) >= 5 and max(columns) <= 15 and len(columns) > 3
+

@@ -226,6 +226,9 @@ def _run_stages(
     state = read_json(str(run.state)) or {"completed": {}}
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
+    if all(name in state["completed"] for name in selected):
+        log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
+        return state
     if finished:
         model.training.load_weights(run.checkpoint(finished[-1]))
         log.info("resuming after stage %s", finished[-1])
