@@ -88,10 +88,13 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from siamdog.evaluate import predict
 
-    count = predict(
-        args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels, tta=args.tta
+    count, skipped = predict(
+        args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
+        tta=args.tta, recursive=args.recursive, top_k=args.top_k, fmt=args.format,
     )
     print(f"wrote {count} predictions to {args.out}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}")
     return 0
 
 
@@ -141,10 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("organize", help="split a folder of labelled photos into train/, valid/ (and test/) class folders")
-    p.add_argument("src", help="flat folder of images")
+    p.add_argument("src", help="folder of images: flat (labels in names or a labels file) or already in class folders")
     p.add_argument("dst", help="output folder (gets train/, valid/, classes.txt, manifest.csv, rejected.csv)")
     p.add_argument("--labels", help="labels file: CSV with a header (id,breed) or '<image> <label>' lines")
-    p.add_argument("--format", default="auto", choices=("auto", "filename", "csv", "txt"), help="where labels come from (default: auto)")
+    p.add_argument("--format", default="auto", choices=("auto", "filename", "folders", "csv", "txt"),
+                   help="where labels come from: file names, class folders, a CSV or a text file (default: auto)")
     p.add_argument("--id-column", help="CSV column naming the image (default: id, image, file, ...)")
     p.add_argument("--label-column", help="CSV column holding the label (default: breed, label, class, ...)")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of each class held out for validation (default: 0.1)")
@@ -180,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(handler=_evaluate)
         else:
             p.add_argument("--images", required=True, help="folder of images")
-            p.add_argument("--out", required=True, help="output file of label<TAB>image_id lines")
+            p.add_argument("--out", required=True, help="output file: label<TAB>image_id lines, or CSV with --format csv")
+            p.add_argument("--recursive", action="store_true", help="also read the subfolders (ids become sub/folder/name)")
+            p.add_argument("--format", default="submission", choices=("submission", "csv"),
+                           help="submission: the competition's label<TAB>image_id lines; csv: the top-k labels with their probabilities")
+            p.add_argument("--top-k", type=int, default=1, help="labels per image in the CSV format (default: 1)")
             p.set_defaults(handler=_predict)
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)

@@ -58,16 +58,17 @@ def predict_files(
     tta: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities for each readable file (averaged over TTA views with `tta`), and a
-    mask of which files were readable."""
+    mask of which files were readable; one warning names the first unreadable file and the count."""
     size = tuple(classifier.input_shape[1:3])
     probabilities = np.zeros((len(paths), classifier.output_shape[-1]), dtype=np.float32)
     readable = np.zeros(len(paths), dtype=bool)
+    reasons: dict[str, str] = {}
 
     def load(path):
         try:
             return load_image(path, size, max_pixels)
         except UnreadableImage as e:
-            log.debug("skipping %s: %s", path, e)
+            reasons[path] = str(e)
             return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(
@@ -81,9 +82,9 @@ def predict_files(
                 probabilities[start + np.asarray(ok)] = predict_images(classifier, batch, tta)
                 readable[start + np.asarray(ok)] = True
             bar.update(len(images))
-    skipped = int((~readable).sum())
-    if skipped:
-        log.warning("skipped %d unreadable image(s) of %d", skipped, len(paths))
+    if reasons:
+        first = next(p for p in paths if p in reasons)
+        log.warning("skipped %d unreadable image(s) of %d; first: %s (%s)", len(reasons), len(paths), first, reasons[first])
     return probabilities, readable
 
 
@@ -164,12 +165,37 @@ def evaluate(
     return result
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
+def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files in `folder` (and its subfolders with `recursive`), sorted by path."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SiamdogError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def image_ids(paths: list[Path], folder: Path) -> list[str]:
+    """Each image's id: its path inside `folder` without the extension. Two files with one id
+    (a.jpg, a.png) would make two lines that a scorer cannot tell apart, so they are refused."""
+    ids = [p.relative_to(folder).with_suffix("").as_posix() for p in paths]
+    seen: dict[str, Path] = {}
+    for image_id, path in zip(ids, paths):
+        if image_id in seen:
+            raise SiamdogError(f"{seen[image_id].name} and {path.name} share the image id {image_id!r}; rename one of them")
+        seen[image_id] = path
+    return ids
+
+
+def check_output_file(out_file: Path) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if out_file.is_dir():
+        raise SiamdogError(f"{out_file}: is a folder; give a file name for the predictions")
+    parent = out_file.parent if str(out_file.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise SiamdogError(f"{parent}: cannot write there")
+
+
+PREDICTION_FORMATS = ("submission", "csv")
 
 
 def predict(
@@ -181,18 +207,41 @@ def predict(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     tta: bool = False,
-) -> int:
-    """Write `label<TAB>image_id` lines (the Baidu competition's submission format) for the
-    images in `images_dir`; returns how many were written."""
-    classifier, classes, _ = load_classifier(model)
-    paths = list_images(images_dir)
+    recursive: bool = False,
+    top_k: int = 1,
+    fmt: str = "submission",
+) -> tuple[int, list[str]]:
+    """Label the images in `images_dir`; returns (predictions written, ids of unreadable images).
+
+    `submission`: `label<TAB>image_id` lines, the Baidu competition's format (the top class).
+    `csv`: `image_id,label_1,probability_1,...,label_k,probability_k` with a header.
+    """
+    out_file, images_dir = Path(out_file), Path(images_dir)
+    if fmt not in PREDICTION_FORMATS:
+        raise SiamdogError(f"unknown format {fmt!r} (choose from {', '.join(PREDICTION_FORMATS)})")
+    if fmt == "submission" and top_k != 1:
+        raise SiamdogError("the submission format has one label per image; use --format csv for --top-k")
+    check_output_file(out_file)
+    paths = list_images(images_dir, recursive)
     if not paths:
-        raise SiamdogError(f"{images_dir}: no image files")
+        hint = "" if recursive else " (images in subfolders are read with --recursive)"
+        raise SiamdogError(f"{images_dir}: no image files{hint}")
+    ids = image_ids(paths, images_dir)
+    classifier, classes, _ = load_classifier(model)
+    if not 1 <= top_k <= len(classes):
+        raise SiamdogError(f"--top-k must be between 1 and the number of classes ({len(classes)}), got {top_k}")
     probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, max_pixels, progress, tta)
-    out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_file, "w", encoding="utf-8", errors="surrogateescape") as f:
-        for path, probs, ok in zip(paths, probabilities, readable):
-            if ok:
-                f.write(f"{classes[int(probs.argmax())]}\t{path.stem}\n")
-    return int(readable.sum())
+    with open(out_file, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        if fmt == "csv":
+            writer = csv.writer(f)
+            writer.writerow(["image_id", *[f"{name}_{k}" for k in range(1, top_k + 1) for name in ("label", "probability")]])
+        for image_id, probs, ok in zip(ids, probabilities, readable):
+            if not ok:
+                continue
+            best = np.argsort(-probs)[:top_k]
+            if fmt == "csv":
+                writer.writerow([image_id, *[v for i in best for v in (classes[i], f"{probs[i]:.4f}")]])
+            else:
+                f.write(f"{classes[int(best[0])]}\t{image_id}\n")
+    return int(readable.sum()), [image_id for image_id, ok in zip(ids, readable) if not ok]

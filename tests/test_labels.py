@@ -97,3 +97,25 @@ def test_detect_labels_format():
     assert detect_labels_format("id,breed", "labels.csv") == "csv"
     assert detect_labels_format("id,breed", "labels") == "csv"
     assert detect_labels_format("a.jpg 12 0", "train.txt") == "txt"
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_semicolon_tab_and_pipe_separated_files_with_a_header_are_read(delimiter):
+    header = f"id{delimiter}breed"
+    assert detect_labels_format(header, "labels.txt") == "csv"
+    rows = parse_labels_csv(f"{header}\na{delimiter}pug\nb{delimiter}great dane\n")
+    assert [(r.image, r.label) for r in rows] == [("a", "pug"), ("b", "great dane")]
+
+
+def test_tab_separated_lines_without_a_header_stay_baidu_lines():
+    assert detect_labels_format("a.jpg\t12\t0", "train.txt") == "txt"
+
+
+def test_a_header_only_tsv_is_one_clear_error(tmp_path):
+    from siamdog.data.organize import organize
+    from tests.conftest import write_image
+
+    write_image(tmp_path / "src" / "a.jpg")
+    (tmp_path / "labels.tsv").write_text("id\tbreed\n")
+    with pytest.raises(SiamdogError, match="no label rows"):
+        organize(tmp_path / "src", tmp_path / "dst", labels=tmp_path / "labels.tsv", progress=False)

@@ -233,3 +233,17 @@ def test_test_fraction_makes_a_third_split(baidu_src, tmp_path, capsys):
     assert {s for s, split in splits.items() if split == "valid"} == {p.name for p in (tmp_path / "two" / "valid").glob("*/*")}
     assert main(["organize", str(baidu_src), str(tmp_path / "bad"), "--valid-fraction", "0.5", "--test-fraction", "0.5"]) == 2
     assert "leave images to train on" in capsys.readouterr().err
+
+
+def test_a_tree_already_in_class_folders_is_read_as_is(tmp_path, capsys):
+    src = tmp_path / "src"
+    for breed, count in (("pug", 4), ("akita", 3)):
+        for k in range(count):
+            write_image(src / breed / f"img{k}.jpg", rgb=(30 * count, 0, 0), seed=k, noise=5)
+    (src / "akita" / "notes.txt").write_text("not an image")
+    dst = tmp_path / "dst"
+    assert main(["organize", str(src), str(dst)]) == 0
+    assert "5 train + 2 valid images in 2 classes; 1 rejected" in capsys.readouterr().out
+    assert {p.parent.name for p in dst.glob("*/*/*.jpg")} == {"pug", "akita"}
+    assert {p.name for p in dst.glob("*/pug/*.jpg")} == {f"img{k}.jpg" for k in range(4)}
+    assert {r["source"]: r["reason"] for r in _rows(dst / "rejected.csv")} == {"akita/notes.txt": "not a decodable image"}

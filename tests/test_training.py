@@ -8,6 +8,7 @@ import csv
 import json
 from pathlib import Path
 
+import cv2
 import keras
 import pytest
 
@@ -95,6 +96,42 @@ def test_predict_writes_the_submission_format(trained_run, demo, tmp_path, capsy
     for line in lines:
         label, image_id = line.split("\t")
         assert label in classes and (images / f"{image_id}.jpg").exists()
+
+
+def test_predict_refuses_what_would_make_a_wrong_submission_before_any_work(trained_run, demo, tmp_path, capsys):
+    images = tmp_path / "unlabelled"
+    sample = sorted((demo / "test").rglob("*.jpg"))[0]
+    (images / "sub").mkdir(parents=True)
+    (images / "a.jpg").write_bytes(sample.read_bytes())
+    (images / "a.png").write_bytes(cv2.imencode(".png", cv2.imread(str(sample)))[1].tobytes())
+    base = ["predict", "--model", str(trained_run), "--images", str(images)]
+    assert main([*base, "--out", str(tmp_path / "s.txt")]) == 2
+    assert "a.jpg and a.png share the image id 'a'" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "s.txt"), "--top-k", "3"]) == 2
+    assert "--format csv" in capsys.readouterr().err
+
+
+def test_predict_names_what_it_skipped_reads_subfolders_and_writes_top_k(trained_run, demo, tmp_path, capsys):
+    images = tmp_path / "unlabelled"
+    for k, path in enumerate(sorted((demo / "test").rglob("*.jpg"))[:3]):
+        (images / ("sub" if k else "")).mkdir(parents=True, exist_ok=True)
+        (images / ("sub" if k else "") / f"dog{k}.jpg").write_bytes(path.read_bytes())
+    (images / "sub" / "broken.jpg").write_bytes(b"nope")
+    out = tmp_path / "top.csv"
+    command = ["predict", "--model", str(trained_run), "--images", str(images), "--out", str(out), "--format", "csv", "--top-k", "2"]
+    assert main(command) == 0
+    assert "no image files" not in capsys.readouterr().err
+    assert [r["image_id"] for r in csv.DictReader(out.open())] == ["dog0"], "without --recursive, subfolders are not read"
+    assert main([*command, "--recursive"]) == 0
+    assert "skipped 1 unreadable image(s): sub/broken" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert [r["image_id"] for r in rows] == ["dog0", "sub/dog1", "sub/dog2"]
+    classes = (trained_run / "classes.txt").read_text().split()
+    for row in rows:
+        assert row["label_1"] in classes and row["label_2"] in classes and row["label_1"] != row["label_2"]
+        assert 1 >= float(row["probability_1"]) >= float(row["probability_2"]) >= 0
 
 
 def test_a_different_config_on_the_same_run_folder_is_refused(trained_run, demo):

@@ -50,9 +50,27 @@ def safe_name(text: str) -> str:
     return name[:200]
 
 
+DELIMITERS = ",;\t|"
+
+
+def sniff_delimiter(first_line: str) -> str:
+    """The delimiter of a delimited labels file's header line: comma, semicolon, tab or pipe."""
+    try:
+        return csv.Sniffer().sniff(first_line, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _is_header(first_line: str) -> bool:
+    cells = {c.strip().lower() for c in re.split(r"[,;\t|]", first_line)}
+    return bool(cells & set(ID_COLUMNS)) and bool(cells & set(LABEL_COLUMNS))
+
+
 def detect_labels_format(first_line: str, filename: str = "") -> str:
-    """'csv' for comma-separated files (by extension or a comma in the header), else 'txt'."""
-    if filename.lower().endswith(".csv") or "," in first_line:
+    """'csv' for delimited files with a header: a .csv or .tsv name, a comma in the first line,
+    or a first line of known column names split by semicolons, tabs or pipes; else 'txt'
+    (Baidu's `<image> <label>` lines, which may be tab-separated too)."""
+    if filename.lower().endswith((".csv", ".tsv")) or "," in first_line or _is_header(first_line):
         return "csv"
     return "txt"
 
@@ -74,9 +92,10 @@ def _find_column(header: list[str], wanted: str | None, known: tuple[str, ...], 
 
 
 def parse_labels_csv(text: str, id_column: str | None = None, label_column: str | None = None) -> list[LabelRow]:
-    """Rows of a CSV labels file with a header, such as Kaggle's `id,breed`."""
+    """Rows of a delimited labels file with a header, such as Kaggle's `id,breed` (the
+    delimiter, comma, semicolon, tab or pipe, is read off the header line)."""
     text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text), delimiter=sniff_delimiter(text.partition("\n")[0]))
     try:
         header = next(reader, None)
         if not header:

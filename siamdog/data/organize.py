@@ -1,4 +1,4 @@
-"""img2keras: turn a flat folder of labelled photos into `train/<class>/`, `valid/<class>/` (and `test/<class>/`).
+"""img2keras: turn a folder of labelled photos (flat, or already in class folders) into `train/<class>/`, `valid/<class>/` (and `test/<class>/`).
 
 Sources are never modified, nothing is written outside DST, every image is decoded once to
 check it, files are written under a temporary name and renamed, and a rerun on the same
@@ -29,7 +29,7 @@ from siamdog.data.split import stratified_split
 from siamdog.errors import SiamdogError
 from siamdog.files import TEMP_PREFIX, replace_atomically, write_bytes
 
-FORMATS = ("auto", "filename", "csv", "txt")
+FORMATS = ("auto", "filename", "folders", "csv", "txt")
 LINK_MODES = ("copy", "hard", "sym")
 SIGNATURE_FILE = ".siamdog-organize.json"
 CHUNK = 256  # files checked and placed per round of the thread pool
@@ -62,23 +62,37 @@ class OrganizeResult:
         return text
 
 
-def list_source_files(src: Path) -> tuple[list[str], list[tuple[str, str]]]:
-    """Names of the regular files directly in `src`, and (name, reason) for entries refused
-    because they are links leading outside `src` or nowhere."""
+def is_class_tree(src: Path) -> bool:
+    """True for a source already in class folders: subfolders, and no file directly in it."""
+    entries = [e for e in os.scandir(src) if not e.name.startswith(".")]
+    folders = [e.is_dir(follow_symlinks=False) for e in entries]
+    return any(folders) and all(folders)
+
+
+def list_source_files(src: Path, nested: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+    """Names of the regular files directly in `src` (with `nested`: in its subfolders, named
+    `<folder>/<file>`), and (name, reason) for entries refused because they are links leading
+    outside `src` or nowhere."""
     root = os.path.realpath(src)
+    folders = [(src, "")]
+    if nested:
+        folders = [(Path(e.path), f"{e.name}/") for e in sorted(os.scandir(src), key=lambda e: e.name)
+                   if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
     names, refused = [], []
-    for entry in sorted(os.scandir(src), key=lambda e: e.name):
-        if entry.is_symlink():
-            target = os.path.realpath(entry.path)
-            if os.path.commonpath([root, target]) != root:
-                refused.append((entry.name, "symbolic link leading outside the source folder"))
+    for folder, prefix in folders:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            name = prefix + entry.name
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if os.path.commonpath([root, target]) != root:
+                    refused.append((name, "symbolic link leading outside the source folder"))
+                    continue
+                if not os.path.isfile(target):
+                    refused.append((name, "symbolic link to no file"))
+                    continue
+            elif not entry.is_file(follow_symlinks=False):
                 continue
-            if not os.path.isfile(target):
-                refused.append((entry.name, "symbolic link to no file"))
-                continue
-        elif not entry.is_file(follow_symlinks=False):
-            continue
-        names.append(entry.name)
+            names.append(name)
     return names, refused
 
 
@@ -152,6 +166,8 @@ def resolve_labels(
         fmt = "filename" if labels is None else None
     if fmt == "filename":
         return labels_from_filenames(names)
+    if fmt == "folders":
+        return [(name, name.partition("/")[0]) for name in names], []
     if labels is None:
         raise SiamdogError(f"format {fmt!r} needs a labels file (--labels)")
     try:
@@ -172,7 +188,7 @@ def output_names(items: list[Item]) -> list[str]:
     seen: Counter = Counter()
     names = []
     for item in items:
-        name = safe_name(item.source) or "image"
+        name = safe_name(PurePath(item.source).name) or "image"
         key = (item.label, name.casefold())
         seen[key] += 1
         if seen[key] > 1:
@@ -276,7 +292,9 @@ def organize(
     if labels is not None and not labels.is_file():
         raise SiamdogError(f"{labels}: no such labels file")
 
-    names, refused = list_source_files(src)
+    if fmt == "auto" and labels is None and is_class_tree(src):
+        fmt = "folders"
+    names, refused = list_source_files(src, nested=fmt == "folders")
     if not names:
         raise SiamdogError(f"{src}: no files in the source folder")
     labelled, rejected = resolve_labels(src, names, fmt, labels, id_column, label_column)
