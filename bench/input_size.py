@@ -99,7 +99,7 @@ def main() -> None:
         c = results["all_sizes_concatenated"]
         rows.append(["+".join(map(str, args.sizes)) + " (features side by side)", f"{c['top1_err']:.4f}", c["against_first"]["mcnemar_p"], "-"])
     body = (f"Linear probe, {len(train)} training and {len(held_out)} held-out photos of dogs120 (90x90 px, upscaled). "
-            f"Seconds: features of both sets at that size (0 if they were kept from an earlier run) and the fit.\n\n"
+            f"Seconds: this run's time at that size, features and fit (features kept in the work folder by an earlier run are read, not recomputed).\n\n"
             + markdown_table(["input px", "held-out top-1 err", f"McNemar p vs {first} px", "seconds"], rows))
     write_results(args.out, f"input-size-{results['date']}", results, "Linear-probe error against input size", body)
 

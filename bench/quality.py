@@ -104,9 +104,10 @@ def main() -> None:
     runs = Path(args.work) / "runs" / f"{args.profile}-{results['date']}"
     per_seed = {name: [] for name in VARIANTS}
     staged = [s.name for s in config.stages if s.name != "polish"]
+    # The probe (lbfgs) does not depend on the seed: one fit stands for every seed.
+    probabilities, labels, seconds = linear_probe(bench, config, args.seeds[0], tta)
+    per_seed["linear_probe"] = [{"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)} for seed in args.seeds]
     for seed in args.seeds:
-        probabilities, labels, seconds = linear_probe(bench, config, seed, tta)
-        per_seed["linear_probe"].append({"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)})
         for name, run_name, stages in (("softmax_only", "softmax_only", staged), ("multiloss", "multiloss", staged),
                                        ("multiloss_polish", "multiloss", config.stage_names())):
             if name == "multiloss_polish" and "polish" not in config.stage_names():
