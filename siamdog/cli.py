@@ -48,6 +48,7 @@ def _train_config(args):
             "batch_size": args.batch_size,
             "mode": args.mode,
             "seed": args.seed,
+            "init_from": args.init_from,
         }.items()
         if value is not None
     }
@@ -160,7 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
     p.set_defaults(handler=_organize)
 
-    p = commands.add_parser("train", help="train (or resume) a run in stages")
+    p = commands.add_parser(
+        "train",
+        help="train (or resume) a run in stages",
+        description="Train (or resume) a run in stages. The configuration with its overrides (including --max-epochs, "
+        "which caps every stage's epochs) defines the run and is saved in RUN/config.yaml: rerunning with the same "
+        "settings resumes it, other settings are refused. Only --stages and --workers may change between runs of one "
+        "folder. To go on from a finished run with more epochs or other settings, start a new run with "
+        "--init-from OLD_RUN/best.keras.",
+    )
     p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
     p.add_argument("--run", required=True, help="run folder: config, checkpoints, best model, history")
     p.add_argument("--config", help="YAML config (default: the original recipe, as in configs/default.yaml)")
@@ -170,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", choices=("multiloss", "softmax"))
     p.add_argument("--seed", type=int)
-    p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage")
+    p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
+    p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")
     p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
     p.set_defaults(handler=_train)

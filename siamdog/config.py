@@ -79,6 +79,9 @@ class TrainConfig:
 
     backbone: str = "xception"
     weights: str = "imagenet"  # "imagenet", "none" or a path to a .weights.h5 file
+    # A .keras model of an earlier run with the same backbone, size and heads: the new run starts
+    # from its weights (after `weights` builds the tower), e.g. to go on from a short trial run.
+    init_from: str | None = None
     image_size: Annotated[int, Field(ge=32)] = 299
     batch_size: Annotated[int, Field(gt=0)] = 32
     mode: Literal["multiloss", "softmax"] = "multiloss"

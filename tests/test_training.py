@@ -147,6 +147,16 @@ def test_a_finished_run_says_it_is_complete(trained_run, demo, caplog):
     assert state == before
 
 
+def test_a_new_run_can_start_from_an_earlier_run_s_best_model(trained_run, demo, tmp_path):
+    best = json.loads((trained_run / "best.json").read_text())["val_accuracy"]
+    frozen = [{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-9}]
+    state = train(demo / "data", tmp_path / "next", tiny_config(stages=frozen, init_from=str(trained_run / "best.keras")), verbose=0)
+    assert state["completed"]["heads"]["best_val_accuracy"] == pytest.approx(best, abs=1e-6), "it starts where the earlier run was best"
+    with pytest.raises(SiamdogError, match="does not fit this model"):
+        train(demo / "data", tmp_path / "other", tiny_config(stages=frozen, embedding_size=8, init_from=str(trained_run / "best.keras")), verbose=0)
+    assert not (tmp_path / "other").exists()
+
+
 def test_max_epochs_below_one_is_one_clear_error(demo, tmp_path, capsys):
     assert main(["train", "--data", str(demo / "data"), "--run", str(tmp_path / "run"), "--max-epochs", "0"]) == 2
     assert capsys.readouterr().err.strip() == "siamdog train: error: --max-epochs must be at least 1, got 0"

@@ -92,11 +92,13 @@ def train(
     selected = _select_stages(config, stages)
     check_settings(config, len(classes))
     seed_everything(config.seed)
-    tower = build_tower(config.backbone, config.weights, config.image_size)
+    model = build_model(config.mode, build_tower(config.backbone, config.weights, config.image_size), len(classes), config.dropout, config.embedding_size)
+    if config.init_from is not None:
+        start_from(model, config.init_from)
     run.root.mkdir(parents=True, exist_ok=True)
     with run_lock(run.lock):
         prepare_run(run, config, classes)
-        return _run_stages(run, tower, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose)
+        return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose)
 
 
 def check_settings(config: TrainConfig, num_classes: int) -> None:
@@ -105,6 +107,8 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
     if config.image_size < spec.min_size:
         raise SiamdogError(f"image size {config.image_size} is too small for {config.backbone} (minimum {spec.min_size})")
     resolve_weights(config.weights)
+    if config.init_from is not None and not os.path.isfile(config.init_from):
+        raise SiamdogError(f"init_from: {config.init_from}: no such model file")
     for stage in config.stages:
         if stage.trainable_blocks > spec.num_blocks:
             raise SiamdogError(
@@ -119,6 +123,16 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
             check_class_balanced(config.batch_size, config.images_per_class, num_classes)
         except ValueError as e:
             raise SiamdogError(f"sampler class_balanced: {e}") from None
+
+
+def start_from(model: SiamdogModel, path: str) -> None:
+    """Load the weights of an earlier run's saved classifier (tower, embedding, classifier)."""
+    try:
+        model.image_classifier.load_weights(path)
+    except (ValueError, OSError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise SiamdogError(f"init_from: {path} does not fit this model (same backbone, image size, classes and embedding needed; {reason})") from None
+    log.info("starting from the weights of %s", path)
 
 
 def _stage_callbacks(
@@ -212,7 +226,7 @@ def _stage_data(
 
 def _run_stages(
     run: RunPaths,
-    tower: keras.Model,
+    model: SiamdogModel,
     train_dir: Path,
     valid_dir: Path,
     classes: list[str],
@@ -222,7 +236,7 @@ def _run_stages(
     callbacks: list[keras.callbacks.Callback],
     verbose: str | int,
 ) -> dict:
-    model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size)
+    tower = model.tower
     state = read_json(str(run.state)) or {"completed": {}}
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
@@ -232,7 +246,7 @@ def _run_stages(
     if finished:
         model.training.load_weights(run.checkpoint(finished[-1]))
         log.info("resuming after stage %s", finished[-1])
-    elif resolve_weights(config.weights) is None:
+    elif config.init_from is None and resolve_weights(config.weights) is None:
         sample = DirectoryBatches(train_dir, size, CALIBRATION_BATCH, seed=config.seed, classes=classes)
         calibrate_batchnorm(tower, sample[0][0])
 
