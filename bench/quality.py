@@ -88,6 +88,8 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml (default: cpu)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--no-tta", action="store_true", help="score the test images as is only")
+    parser.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
+                        help="at the end, score one run with tools/evaluate.py on the test images and count the agreement (default: on)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -107,6 +109,21 @@ def main() -> None:
     # The probe (lbfgs) does not depend on the seed: one fit stands for every seed.
     probabilities, labels, seconds = linear_probe(bench, config, args.seeds[0], tta)
     per_seed["linear_probe"] = [{"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)} for seed in args.seeds]
+    title = f"siamdog vs a linear probe on held-out dogs120 photos, profile {args.profile}"
+
+    def publish() -> None:
+        """Summarize the seeds finished so far and (re)write the results: an interrupted
+        benchmark keeps what it measured."""
+        for name, seeds in per_seed.items():
+            if seeds:
+                results[name] = {**summarize(seeds, pass_minutes), "best": [s.get("best") for s in seeds]}
+        results["seeds"] = [s["seed"] for s in per_seed["multiloss"]]
+        results["comparisons"] = {f"{a} vs {b}": compare(per_seed[a], per_seed[b][: len(per_seed[a])])
+                                  for a, b in COMPARISONS if per_seed[a] and per_seed[b]}
+        results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        results["total_seconds"] = round(time.monotonic() - started, 1)
+        write_results(args.out, f"{args.profile}-{results['date']}", results, title, report(results))
+
     for seed in args.seeds:
         for name, run_name, stages in (("softmax_only", "softmax_only", staged), ("multiloss", "multiloss", staged),
                                        ("multiloss_polish", "multiloss", config.stage_names())):
@@ -120,15 +137,10 @@ def main() -> None:
                                    "test": errors(*bench.score(run, "test", tta)), "valid_top1_err": errors(*valid)["top1_err"],
                                    "best": trained["state"]["best"], "run": str(run)})
             print(name, seed, per_seed[name][-1]["test"]["top1_err"], flush=True)
-    for name, seeds in per_seed.items():
-        if seeds:
-            results[name] = {**summarize(seeds, pass_minutes), "best": [s.get("best") for s in seeds]}
-    results["comparisons"] = {f"{a} vs {b}": compare(per_seed[a], per_seed[b]) for a, b in COMPARISONS if per_seed[a] and per_seed[b]}
-    results["image_check"] = bench.check_against_images(Path(per_seed["multiloss"][0]["run"]), tta)
-    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    results["total_seconds"] = round(time.monotonic() - started, 1)
-    title = f"siamdog vs a linear probe on held-out dogs120 photos, profile {args.profile}"
-    write_results(args.out, f"{args.profile}-{results['date']}", results, title, report(results))
+        publish()
+    if args.check_images:
+        results["image_check"] = bench.check_against_images(Path(per_seed["multiloss"][0]["run"]), tta)
+        publish()
 
 
 if __name__ == "__main__":
