@@ -10,6 +10,7 @@ rest of the model: best.keras's front is the untrained ImageNet front that made 
 this gives the image model's predictions (`check_against_images` compares the two on one run).
 """
 
+import csv
 import dataclasses
 import json
 import subprocess
@@ -116,21 +117,17 @@ class Bench:
 
     def check_against_images(self, run: Path, tta: bool = True) -> dict:
         """How many test images the cached scoring and `tools/evaluate.py` on the images agree on."""
+        from siamdog.config import load_config
+
         out = run / "evaluation-images"
         command = [sys.executable, "tools/evaluate.py", "--model", str(run), "--data", str(self.data / "test"), "--out", str(out)]
         subprocess.run(command + (["--tta"] if tta else []), check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         probabilities, _ = self.score(run, "test", tta)
-        filenames = self.batches("test", load_run_config(run)).filenames
-        with open(out / "predictions.csv", encoding="utf-8") as f:
-            rows = {line.split(",")[0]: line.split(",")[2] for line in f.read().splitlines()[1:]}
+        filenames = self.batches("test", load_config(run / "config.yaml")).filenames
+        with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+            rows = {row["image"]: row["predicted"] for row in csv.DictReader(f)}
         agree = sum(rows[name] == self.classes[int(p.argmax())] for name, p in zip(filenames, probabilities))
         return {"agree": agree, "images": len(filenames), "command": " ".join(command + (["--tta"] if tta else []))}
-
-
-def load_run_config(run: Path):
-    from siamdog.config import load_config
-
-    return load_config(run / "config.yaml")
 
 
 def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) -> dict:

@@ -79,8 +79,7 @@ def test_batches_stay_full_when_files_go_bad_after_organize(organized, caplog):
         sizes = []
         for i in range(len(paired)):
             (x, partner), targets = paired[i]
-            y1, y2, same = targets["ctg_out_1"], targets["ctg_out_2"], targets["bin_out"]
-            assert np.isfinite(x).all() and len(x) == len(partner) == len(same)
+            assert np.isfinite(x).all() and len(x) == len(partner) == len(targets["bin_out"])
             sizes.append(len(x))
         assert sum(sizes) == batches.samples and all(s == 4 for s in sizes[:-1])
         paired.on_epoch_end()
