@@ -190,9 +190,8 @@ def check_output_file(out_file: Path) -> None:
     """Refuse an output path that cannot be written, before any work is done."""
     if out_file.is_dir():
         raise SiamdogError(f"{out_file}: is a folder; give a file name for the predictions")
-    parent = out_file.parent if str(out_file.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise SiamdogError(f"{parent}: cannot write there")
+    if out_file.parent.exists() and not os.access(out_file.parent, os.W_OK):
+        raise SiamdogError(f"{out_file.parent}: cannot write there")
 
 
 PREDICTION_FORMATS = ("submission", "csv")

@@ -12,7 +12,7 @@ import numpy as np
 from siamdog.data.augment import Augmentation
 from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.data.pairing import batch_partners, pair_targets, same_class
-from siamdog.data.sampling import Sampler
+from siamdog.data.sampling import sampler_for
 from siamdog.errors import SiamdogError
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,8 @@ class DirectoryBatches(keras.utils.PyDataset):
         self.unreadable: dict[int, str] = {}  # index -> reason, for files that went bad after listing
         self._reported = 0
         self._lock = threading.Lock()
-        kind = sampler_kind or ("shuffled" if shuffle else "sequential")
-        self.sampler = Sampler(kind, self.classes, self.batch_size, seed, images_per_class)
-        self.shuffle = kind != "sequential"
+        self.sampler = sampler_for(sampler_kind, shuffle, self.classes, self.batch_size, seed, images_per_class)
+        self.shuffle = self.sampler.kind != "sequential"
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:

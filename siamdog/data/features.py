@@ -12,7 +12,7 @@ import math
 import keras
 import numpy as np
 
-from siamdog.data.sampling import Sampler
+from siamdog.data.sampling import sampler_for
 
 
 class FeatureBatches(keras.utils.PyDataset):
@@ -45,9 +45,8 @@ class FeatureBatches(keras.utils.PyDataset):
         self.samples = len(labels)
         self.batch_size = batch_size
         self.seed = seed
-        kind = sampler_kind or ("shuffled" if shuffle else "sequential")
-        self.sampler = Sampler(kind, self.classes, batch_size, seed, images_per_class)
-        self.shuffle = kind != "sequential"
+        self.sampler = sampler_for(sampler_kind, shuffle, self.classes, batch_size, seed, images_per_class)
+        self.shuffle = self.sampler.kind != "sequential"
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:

@@ -45,6 +45,11 @@ class Sampler:
         return class_balanced_order(self.labels, self.batch_size // self.images_per_class, self.images_per_class, rng)
 
 
+def sampler_for(kind: str | None, shuffle: bool, labels: Sequence[int], batch_size: int, seed: int, images_per_class: int) -> Sampler:
+    """A batch source's sampler: `kind` if given, else shuffled or sequential by `shuffle`."""
+    return Sampler(kind or ("shuffled" if shuffle else "sequential"), labels, batch_size, seed, images_per_class)
+
+
 def check_class_balanced(batch_size: int, images_per_class: int, num_classes: int) -> None:
     """Refuse P x K settings that cannot make a batch of distinct classes."""
     if images_per_class < 2:

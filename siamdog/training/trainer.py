@@ -102,11 +102,9 @@ def train(
 
 
 def check_settings(config: TrainConfig, num_classes: int) -> None:
-    """Refuse settings that only the data or the backbone can rule out, with the reason."""
+    """Refuse settings that only the data or the backbone can rule out, with the reason (the
+    image size and the weights are checked by build_tower, also before anything is written)."""
     spec = get_backbone(config.backbone)
-    if config.image_size < spec.min_size:
-        raise SiamdogError(f"image size {config.image_size} is too small for {config.backbone} (minimum {spec.min_size})")
-    resolve_weights(config.weights)
     if config.init_from is not None and not os.path.isfile(config.init_from):
         raise SiamdogError(f"init_from: {config.init_from}: no such model file")
     for stage in config.stages:
