@@ -122,7 +122,7 @@ def main() -> None:
         batches = DirectoryBatches(data / "train", size, batch, augmentation=augmentation if stage.augment else None)
         paired = PairedBatches(batches, recipe.pair_every, workers=args.workers)
         unfreeze_last_blocks(tower, "xception", stage.trainable_blocks)
-        compile_stage(model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), stage.binary_loss_weight)
+        compile_stage(model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), **stage.loss_weights())
         loader = loader_rate(paired, args.loader_batches, args.workers)
         step = step_rate(model, batch, args.image_size, batches.num_classes, args.steps)
         fit = fit_rate(model, paired, batch, args.steps)

@@ -67,7 +67,7 @@ def _train(args) -> int:
     from siamdog.training.trainer import train
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    state = train(args.data, args.run, _train_config(args), stages=stages, workers=args.workers)
+    state = train(args.data, args.run, _train_config(args), stages=stages, workers=args.workers, tensorboard_dir=args.tensorboard)
     best = state.get("best") or {}
     if best:
         print(f"best val_accuracy {best['val_accuracy']:.4f} ({best['stage']}, epoch {best['epoch']}); model: {args.run}/best.keras")
@@ -75,10 +75,13 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
+    from siamdog.data.labels import read_class_map
     from siamdog.evaluate import evaluate
 
+    class_map = read_class_map(args.class_map) if args.class_map else None
     result = evaluate(
-        args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels, tta=args.tta
+        args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
+        tta=args.tta, class_map=class_map,
     )
     print(result.summary())
     print()
@@ -183,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")
     p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
+    p.add_argument("--tensorboard", metavar="DIR", help="also log every stage's per-epoch figures for TensorBoard into DIR/<stage>/")
     p.set_defaults(handler=_train)
 
     for name, helptext in (("evaluate", "score a model on labelled class folders"), ("predict", "label an unlabelled folder")):
@@ -191,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder of class folders, e.g. DATA/valid")
             p.add_argument("--out", help="folder for predictions.csv and confusion_matrix.png (default: RUN/evaluation)")
+            p.add_argument("--class-map", help="two-column file, folder,class: the model class of folders named otherwise")
             p.set_defaults(handler=_evaluate)
         else:
             p.add_argument("--images", required=True, help="folder of images")

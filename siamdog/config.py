@@ -47,11 +47,17 @@ class StageConfig:
     trainable_blocks: Annotated[int, Field(ge=0)] = 0  # 0: tower frozen; n: its last n blocks train
     binary_loss_weight: NonNegative = 0.0  # weight of the "same class?" loss (multiloss only)
     triplet_loss_weight: NonNegative = 0.0  # weight of the batch-hard triplet loss on the embedding (multiloss only)
+    center_loss_weight: NonNegative = 0.0  # weight of the center loss on the embedding (multiloss only)
+    mined_pair_loss_weight: NonNegative = 0.0  # weight of the same-class loss on every positive pair and the hardest negatives (multiloss only)
     augment: bool = True
     early_stopping_patience: Annotated[int, Field(gt=0)] = 5
     reduce_lr_patience: Annotated[int, Field(gt=0)] = 2
     reduce_lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
     min_learning_rate: NonNegative = 1e-7
+
+    def loss_weights(self) -> dict[str, float]:
+        """The weights of the losses beside the classifier's, by setting name (see OUTPUTS)."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if name.endswith("_loss_weight")}
 
 
 def default_stages() -> list[StageConfig]:

@@ -14,6 +14,7 @@ from sklearn.metrics import classification_report, confusion_matrix, top_k_accur
 from tqdm import tqdm
 
 from siamdog.data.batches import index_class_folders, list_classes
+from siamdog.data.labels import match_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.errors import SiamdogError
 from siamdog.files import write_json
@@ -117,17 +118,25 @@ def evaluate(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     tta: bool = False,
+    class_map: dict[str, str] | None = None,
 ) -> Evaluation:
     """Score the classifier on `data_dir/<class>/` images; write predictions.csv,
-    confusion_matrix.png and metrics.json into `out_dir` (default: `evaluation/` beside the model)."""
+    confusion_matrix.png and metrics.json into `out_dir` (default: `evaluation/` beside the model).
+
+    `class_map` names the model class of folders named otherwise (see parse_class_map).
+    """
     classifier, classes, model_file = load_classifier(model)
     data_dir = Path(data_dir)
-    filenames, labels = index_class_folders(data_dir, classes)
-    unknown = [c for c in list_classes(data_dir) if c not in classes]
+    try:
+        folders, folder_labels, unknown = match_folders(list_classes(data_dir), classes, class_map or {})
+    except ValueError as e:
+        raise SiamdogError(f"class map: {e}") from None
+    filenames, by_folder = index_class_folders(data_dir, folders)
+    labels = np.asarray(folder_labels, dtype=np.int64)[by_folder]
     if unknown:
         log.warning("ignoring %d folder(s) of classes the model does not know: %s", len(unknown), ", ".join(unknown))
     if not filenames:
-        raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes")
+        raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes (map other names with --class-map)")
     probabilities, readable = predict_files(
         classifier, [str(data_dir / f) for f in filenames], batch_size, workers, max_pixels, progress, tta
     )

@@ -3,6 +3,8 @@ import pytest
 from siamdog.data.labels import (
     detect_labels_format,
     label_from_filename,
+    match_folders,
+    parse_class_map,
     parse_labels_csv,
     parse_labels_txt,
     safe_name,
@@ -119,3 +121,23 @@ def test_a_header_only_tsv_is_one_clear_error(tmp_path):
     (tmp_path / "labels.tsv").write_text("id\tbreed\n")
     with pytest.raises(SiamdogError, match="no label rows"):
         organize(tmp_path / "src", tmp_path / "dst", labels=tmp_path / "labels.tsv", progress=False)
+
+
+@pytest.mark.parametrize("text", ["golden,12\nbeagle,7\n", "golden;12\nbeagle;7", "golden\t12\n\nbeagle\t7\n", "folder|class\ngolden|12\nbeagle|7"])
+def test_a_class_map_reads_two_columns_in_any_delimiter(text):
+    mapping = parse_class_map(text)
+    assert mapping["golden"] == "12" and mapping["beagle"] == "7"
+
+
+@pytest.mark.parametrize("text, message", [("", "no mapping lines"), ("a,1\nb\n", "line 2"), ("a,1\na,2\n", "mapped twice"), ("a,1,2", "line 1")])
+def test_a_bad_class_map_names_the_line(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_class_map(text)
+
+
+def test_folders_are_matched_through_the_map_or_by_their_own_name():
+    folders = ["7", "beagle", "golden", "poodle"]
+    known, labels, unknown = match_folders(folders, ["12", "7", "beagle"], {"golden": "12", "folder": "class"})
+    assert known == ["7", "beagle", "golden"] and labels == [1, 2, 0] and unknown == ["poodle"]
+    with pytest.raises(ValueError, match="99 is not among the model's classes"):
+        match_folders(folders, ["12", "7"], {"poodle": "99"})

@@ -20,10 +20,11 @@ def test_siamese_outputs(tower):
     parts = build_model("multiloss", tower, num_classes=5)
     model = parts.training
     assert [t.name for t in model.inputs] == ["image_1", "partner"]
-    assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "embedding_out"]
+    assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "embedding_out", "center_out", "pairs_out"]
     x = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
     partner = np.array([1, 0, 2], dtype="int32")
-    ctg_1, ctg_2, same, embedding = model.predict([x, partner], verbose=0)
+    ctg_1, ctg_2, same, embedding, to_centers, every_pair = model.predict([x, partner], verbose=0)
+    assert to_centers.shape == (3, 5) and every_pair.shape == (3, 3)
     assert ctg_1.shape == ctg_2.shape == (3, 5) and same.shape == (3, 1)
     np.testing.assert_allclose(ctg_1.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(ctg_2, ctg_1[partner], rtol=1e-4, atol=1e-6)  # one tower, one classifier
@@ -33,6 +34,8 @@ def test_siamese_outputs(tower):
     kernel, bias = (np.asarray(w) for w in parts.same_head.weights)
     logits = (features - features[partner]) ** 2 @ kernel + bias
     np.testing.assert_allclose(same, 1 / (1 + np.exp(-logits)), rtol=1e-5)
+    # pairs_out is the same head on every pair of the batch: row i, column partner[i] is bin_out.
+    np.testing.assert_allclose(every_pair[np.arange(3), partner], same[:, 0], rtol=1e-5)
     # The two heads share one tower: the tower's weights appear once.
     assert len(model.weights) == len({id(w) for w in model.weights})
 
@@ -132,16 +135,22 @@ def test_binary_loss_on_a_frozen_tower_trains_only_the_same_class_head(tower):
 
 def test_losses_and_weights_come_from_the_outputs_table(tower):
     model, _ = heads_of(build_model("multiloss", tower, num_classes=3))
-    compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=0.25, label_smoothing=0.1, triplet_loss_weight=2.0)
+    compile_stage(
+        model, keras.optimizers.SGD(0.1), label_smoothing=0.1,
+        binary_loss_weight=0.25, triplet_loss_weight=2.0, center_loss_weight=0.01, mined_pair_loss_weight=0.5,
+    )
     assert model.loss["ctg_out_1"].get_config()["label_smoothing"] == pytest.approx(0.1)
     features = np.random.default_rng(1).normal(size=(6, 2048)).astype("float32")
     partner = np.array([1, 0, 3, 2, 5, 4], dtype="int32")
     y = np.eye(3, dtype="float32")[[0, 0, 1, 1, 2, 1]]
     logs = model.evaluate([features, partner], pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32")),
                           verbose=0, return_dict=True)
-    parts = {name: logs[f"{name}_loss"] for name in ("ctg_out_1", "ctg_out_2", "bin_out", "embedding_out")}
-    assert parts["embedding_out"] > 0
-    expected = parts["ctg_out_1"] + parts["ctg_out_2"] + 0.25 * parts["bin_out"] + 2.0 * parts["embedding_out"]
+    parts = {name: logs[f"{name}_loss"] for name in ("ctg_out_1", "ctg_out_2", "bin_out", "embedding_out", "center_out", "pairs_out")}
+    assert parts["embedding_out"] > 0 and parts["center_out"] > 0 and parts["pairs_out"] > 0
+    expected = (
+        parts["ctg_out_1"] + parts["ctg_out_2"] + 0.25 * parts["bin_out"]
+        + 2.0 * parts["embedding_out"] + 0.01 * parts["center_out"] + 0.5 * parts["pairs_out"]
+    )
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
 
 
@@ -159,6 +168,37 @@ def test_batch_hard_triplet_loss_matches_its_definition():
         negatives = [j for j in range(7) if labels[j] != labels[i]]
         want = max(0.0, distance[i, positives].max() - distance[i, negatives].min() + 0.3) if positives else 0.0
         assert got[i] == pytest.approx(want, abs=1e-4), f"sample {i}"
+
+
+def test_center_loss_is_half_the_squared_distance_to_the_own_class_center():
+    from siamdog.models.siamese import ClassCenters
+    from siamdog.training.losses import center_loss
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(5, 4)).astype("float32")
+    labels = np.array([0, 2, 1, 2, 0])
+    layer = ClassCenters(3)
+    layer.build((None, 4))
+    centers = rng.normal(size=(3, 4)).astype("float32")
+    layer.centers.assign(centers)
+    got = np.asarray(center_loss(np.eye(3, dtype="float32")[labels], layer(features)))
+    want = 0.5 * ((features - centers[labels]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_mined_pair_loss_uses_every_positive_and_the_hardest_negative():
+    from siamdog.training.losses import mined_pair_loss
+
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    probability = rng.uniform(0.05, 0.95, size=(6, 6)).astype("float32")
+    got = np.asarray(mined_pair_loss(np.eye(3, dtype="float32")[labels], probability))
+    for i in range(6):
+        positives = [j for j in range(6) if labels[j] == labels[i] and j != i]
+        negatives = [j for j in range(6) if labels[j] != labels[i]]
+        terms = [-np.log(probability[i, j]) for j in positives] + [-np.log(1 - probability[i, negatives].max())]
+        want = np.mean(terms) if positives else 0.0
+        assert got[i] == pytest.approx(want, rel=1e-4), f"sample {i}"
 
 
 def test_an_embedding_lets_the_same_class_loss_shape_what_the_classifier_reads(tower, tmp_path):

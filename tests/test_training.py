@@ -6,6 +6,7 @@ epoch on a CPU; the classes are still learnable well above chance.
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -65,6 +66,26 @@ def test_evaluate_cli_prints_the_headline_first_and_writes_files(trained_run, de
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["top1_error"] == pytest.approx(error) and metrics["count"] == 32
+
+
+def test_evaluate_scores_folders_named_otherwise_through_a_class_map(trained_run, demo, tmp_path, capsys):
+    renamed = tmp_path / "test"
+    classes = (trained_run / "classes.txt").read_text().splitlines()
+    for number, name in enumerate(classes):
+        shutil.copytree(demo / "test" / name, renamed / f"type{number}")
+    (tmp_path / "map.tsv").write_text("".join(f"type{n}\t{name}\n" for n, name in enumerate(classes)))
+    command = ["evaluate", "--model", str(trained_run), "--data", str(renamed)]
+    assert main([*command, "--out", str(tmp_path / "a")]) == 2
+    assert "--class-map" in capsys.readouterr().err
+    assert main([*command, "--out", str(tmp_path / "b"), "--class-map", str(tmp_path / "map.tsv")]) == 0
+    assert main(["evaluate", "--model", str(trained_run), "--data", str(demo / "test"), "--out", str(tmp_path / "c")]) == 0
+    mapped, direct = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("b", "c"))
+    assert mapped["count"] == direct["count"] == 32 and mapped["top1_error"] == direct["top1_error"]
+    (tmp_path / "bad.csv").write_text("type0,no-such-class\n")
+    capsys.readouterr()
+    assert main([*command, "--class-map", str(tmp_path / "bad.csv")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "no-such-class is not among the model's classes" in error
 
 
 def test_evaluate_script_runs_from_a_checkout(trained_run, demo, tmp_path):
@@ -187,56 +208,30 @@ def test_a_refused_command_writes_nothing_that_refuses_the_corrected_one(demo, t
     assert not run.exists(), "nothing written, so nothing can refuse the corrected command"
 
 
-class InterruptAt(keras.callbacks.Callback):
-    """Raises KeyboardInterrupt (what Ctrl-C does) at the end of one epoch of one stage."""
+def tf_value(event) -> float:
+    from tensorboard.util.tensor_util import make_ndarray
 
-    def __init__(self, stage_model_check, epoch):
-        super().__init__()
-        self.stage_model_check = stage_model_check
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch and self.stage_model_check():
-            raise KeyboardInterrupt
-
-
-def test_resume_after_interruption_skips_finished_stages_and_epochs(demo, tmp_path, capsys):
-    run = tmp_path / "run"
-    config = tiny_config(stages=[{**STAGES[0], "epochs": 2}, STAGES[1], STAGES[2]])
-    in_finetune = lambda: (run / "checkpoints" / "heads.weights.h5").exists()  # noqa: E731
-    with pytest.raises(KeyboardInterrupt):
-        train(demo / "data", run, config, workers=2, verbose=0, callbacks=[InterruptAt(in_finetune, epoch=1)])
-    heads_before = (run / "history" / "heads.csv").read_text()
-    assert [r["epoch"] for r in read_history(run, "finetune")] == ["0", "1"]
-    assert not (run / "checkpoints" / "finetune.weights.h5").exists()
-
-    # Resume through the command line, as a user would, with the same settings in a file.
-    save_config(config, tmp_path / "config.yaml")
-    argv = ["train", "--data", str(demo / "data"), "--run", str(run), "--config", str(tmp_path / "config.yaml"), "--workers", "2"]
-    assert main(argv) == 0
-    assert "best val_accuracy" in capsys.readouterr().out
-    state = json.loads((run / "state.json").read_text())
-    assert (run / "history" / "heads.csv").read_text() == heads_before, "heads was run again"
-    assert [r["epoch"] for r in read_history(run, "finetune")] == ["0", "1", "2"], "finetune did not resume at epoch 2"
-    assert state["completed"]["finetune"]["epochs_run_now"] == 1
-    assert state["completed"]["polish"]["epochs_run_now"] == 1, "the stage after a resumed one must run from epoch 0"
-    assert set(state["completed"]) == {"heads", "finetune", "polish"}
-
-
-def test_same_seed_same_run(demo, tmp_path):
-    config = tiny_config(stages=[{**STAGES[0], "epochs": 1}])
-    for name in ("a", "b"):
-        train(demo / "data", tmp_path / name, config, workers=2, verbose=0)
-    a, b = read_history(tmp_path / "a", "heads"), read_history(tmp_path / "b", "heads")
-    assert [r["loss"] for r in a] == [r["loss"] for r in b]
-    assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
+    return make_ndarray(event.tensor_proto).item()
 
 
 def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     run = tmp_path / "run"
-    state = train(demo / "data", run, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 3}]), workers=2, verbose=0)
+    state = train(
+        demo / "data", run, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 3}]), workers=2, verbose=0, tensorboard_dir=tmp_path / "tb"
+    )
     rows = read_history(run, "heads")
     assert "accuracy" in rows[0] and "positive_pair_fraction" not in rows[0]
     model = keras.saving.load_model(run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
     assert state["best"]["val_accuracy"] >= 0.5, "chance is 0.25"
+    # TensorBoard gets every epoch's figures, validation (ours, not Keras's) beside training.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split, tag in (("train", "epoch_accuracy"), ("validation", "epoch_accuracy"), ("train", "epoch_loss")):
+        events = EventAccumulator(str(tmp_path / "tb" / "heads" / split))
+        events.Reload()
+        assert [e.step for e in events.Tensors(tag)] == [0, 1, 2], (split, tag)
+    validation = EventAccumulator(str(tmp_path / "tb" / "heads" / "validation"))
+    validation.Reload()
+    accuracies = [float(tf_value(e)) for e in validation.Tensors("epoch_accuracy")]
+    assert accuracies == pytest.approx([float(r["val_accuracy"]) for r in rows])

@@ -125,3 +125,50 @@ def parse_labels_txt(text: str) -> list[LabelRow]:
             raise SiamdogError(f"labels file line {line}: expected '<image> <label>', found {raw.strip()!r}")
         rows.append(LabelRow(fields[0], fields[1], line))
     return rows
+
+
+def parse_class_map(text: str) -> dict[str, str]:
+    """A folder name -> model class mapping from two-column lines (`folder,class`; comma,
+    semicolon, tab or pipe). A header line does no harm: only folders that exist are looked up.
+
+    For scoring a test tree whose folder names differ from the model's classes (breed names
+    against numeric type ids). Raises ValueError, naming the line, for a line without two
+    cells or a folder mapped twice.
+    """
+    lines = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ValueError("no mapping lines")
+    delimiter = sniff_delimiter(lines[0][1])
+    mapping: dict[str, str] = {}
+    for number, line in lines:
+        cells = [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]
+        if len(cells) != 2 or not all(cells):
+            raise ValueError(f"line {number}: expected two cells, folder{delimiter}class, got {line.strip()!r}")
+        folder, name = cells
+        if folder in mapping:
+            raise ValueError(f"line {number}: folder {folder!r} is mapped twice")
+        mapping[folder] = name
+    return mapping
+
+
+def read_class_map(path: str) -> dict[str, str]:
+    """parse_class_map of the file at `path`, with a one-line error naming it."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return parse_class_map(f.read())
+    except (OSError, UnicodeDecodeError) as e:
+        raise SiamdogError(f"{path}: cannot read the class map ({getattr(e, 'strerror', None) or e})") from None
+    except ValueError as e:
+        raise SiamdogError(f"{path}: {e}") from None
+
+
+def match_folders(folders: list[str], classes: list[str], class_map: dict[str, str]) -> tuple[list[str], list[int], list[str]]:
+    """The folders to score, each one's class index, and the folders of classes the model does
+    not know. A folder is the class `class_map` gives it, or the class of its own name."""
+    index = {name: i for i, name in enumerate(classes)}
+    wrong = sorted({class_map[f] for f in folders if f in class_map and class_map[f] not in index})
+    if wrong:
+        raise ValueError(f"{', '.join(wrong[:5])} {'is' if len(wrong) == 1 else 'are'} not among the model's classes")
+    names = {f: class_map.get(f, f) for f in folders}
+    known = [f for f in folders if names[f] in index]
+    return known, [index[names[f]] for f in known], [f for f in folders if names[f] not in index]

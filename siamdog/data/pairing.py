@@ -48,6 +48,6 @@ def batch_partners(labels: Sequence[int], positives: bool) -> np.ndarray:
 
 def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray) -> dict:
     """The multi-loss model's targets, keyed by its output names: a batch's one-hot labels,
-    its partners' labels, the "same class?" flags, and the labels again for the metric loss
-    on the embedding (which compares every pair of the batch itself)."""
-    return {"ctg_out_1": y, "ctg_out_2": y[partner], "bin_out": same[:, None], "embedding_out": y}
+    its partners' labels, the "same class?" flags, and the labels again for the batch-wide
+    losses (which compare every pair of the batch, or each sample with its class's center)."""
+    return {"ctg_out_1": y, "ctg_out_2": y[partner], "bin_out": same[:, None], "embedding_out": y, "center_out": y, "pairs_out": y}

@@ -3,8 +3,12 @@
 Multi-loss (the original recipe): the images of a pair go through one shared tower; one
 classifier (Dropout + Dense softmax) is applied to each (`ctg_out_1`, `ctg_out_2`), and a
 binary head on the squared difference of the two pooled features says whether they show the
-same class (`bin_out`). The features are also an output (`embedding_out`), for an optional
-batch-hard triplet loss over every pair of the batch (siamdog.training.losses). Both members of a pair come from one batch (see
+same class (`bin_out`). Three more outputs serve optional losses over the whole batch
+(siamdog.training.losses), each weighed by a stage setting that is 0 by default: the features
+(`embedding_out`, for the batch-hard triplet loss), their squared distances to learned class
+centers (`center_out`, for the center loss of the Baidu blog's recipe), and the same-class head
+applied to every pair of the batch (`pairs_out`, for its loss on every positive pair and each
+sample's hardest negative). Both members of a pair come from one batch (see
 siamdog.data.batches.PairedBatches), so the tower runs once per image: the model takes the
 batch and each sample's `partner` index, and gathers the partners' features. Softmax-only: one
 image, one classifier (`ctg_out`).
@@ -45,6 +49,8 @@ OUTPUTS = {
     "ctg_out_2": OutputSpec("categorical", None, "classifier"),
     "bin_out": OutputSpec("binary", "accuracy", "binary_loss_weight"),
     "embedding_out": OutputSpec("triplet", None, "triplet_loss_weight"),
+    "center_out": OutputSpec("center", None, "center_loss_weight"),
+    "pairs_out": OutputSpec("mined_pairs", None, "mined_pair_loss_weight"),
 }
 
 
@@ -62,6 +68,7 @@ class SiamdogModel:
     embedding: keras.layers.Layer | None
     classifier: keras.Sequential
     same_head: keras.layers.Dense | None
+    centers: "ClassCenters | None"
     training: keras.Model
     image_classifier: keras.Model
 
@@ -107,29 +114,72 @@ class PartnerFeatures(keras.layers.Layer):
         return features_shape
 
 
-def _multiloss_outputs(classifier: keras.layers.Layer, same_head: keras.layers.Layer, features, partner) -> list:
-    """(ctg_out_1, ctg_out_2, bin_out, embedding_out) from a batch's features and each sample's
-    partner index: one classifier on each member of a pair, the "same class?" head on the
-    squared difference of their features, and the features themselves (for a metric loss over
-    every pair of the batch)."""
+@keras.saving.register_keras_serializable(package="siamdog")
+class ClassCenters(keras.layers.Layer):
+    """Learned class centers; the output row i holds the squared distances of sample i's
+    features to every center (the center loss reads the distance to its own class's)."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+
+    def build(self, input_shape):
+        self.centers = self.add_weight(shape=(self.num_classes, input_shape[-1]), initializer="zeros", name="centers")
+
+    def call(self, features):
+        difference = features[:, None, :] - self.centers[None, :, :]
+        return keras.ops.sum(difference * difference, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="siamdog")
+class AllPairs(keras.layers.Layer):
+    """The squared feature differences of every pair of the batch: (batch, batch, features)."""
+
+    def call(self, features):
+        difference = features[:, None, :] - features[None, :, :]
+        return difference * difference
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[0], input_shape[-1])
+
+
+def _multiloss_outputs(classifier, same_head, centers, features, partner) -> list:
+    """The multi-loss outputs from a batch's features and each sample's partner index: one
+    classifier on each member of a pair, the "same class?" head on the squared difference of
+    their features, and, for the batch-wide losses, the features, their distances to the class
+    centers and the same-class head on every pair of the batch."""
     features_2 = PartnerFeatures(name="partner_features")(features, partner)
     ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features))
     ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
     difference = keras.layers.Subtract(name="feature_difference")([features, features_2])
     squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
-    return [ctg_1, ctg_2, same_head(squared), keras.layers.Identity(name="embedding_out")(features)]
+    every_pair = keras.layers.Reshape((-1,), name="pairs_out")(same_head(AllPairs(name="all_pairs")(features)))
+    return [
+        ctg_1,
+        ctg_2,
+        same_head(squared),
+        keras.layers.Identity(name="embedding_out")(features),
+        keras.layers.Identity(name="center_out")(centers(features)),
+        every_pair,
+    ]
 
 
 def _partner_input() -> keras.KerasTensor:
     return keras.Input((), dtype="int32", name="partner")
 
 
-def _heads(mode: str, classifier, same_head, inputs, features, name: str) -> keras.Model:
+def _heads(mode: str, classifier, same_head, centers, inputs, features, name: str) -> keras.Model:
     """The training model from `inputs` whose pooled `features` feed the heads."""
     if mode == "softmax":
         return keras.Model(inputs, keras.layers.Identity(name="ctg_out")(classifier(features)), name=name)
     partner = _partner_input()
-    return keras.Model([inputs, partner], _multiloss_outputs(classifier, same_head, features, partner), name=name)
+    return keras.Model([inputs, partner], _multiloss_outputs(classifier, same_head, centers, features, partner), name=name)
 
 
 def build_model(mode: str, tower: keras.Model, num_classes: int, dropout: float = 0.5, embedding_size: int = 0) -> SiamdogModel:
@@ -138,12 +188,13 @@ def build_model(mode: str, tower: keras.Model, num_classes: int, dropout: float 
     embedding = GatedLinearUnit(embedding_size, name="embedding") if embedding_size else None
     classifier = _classifier(num_classes, dropout)
     same_head = keras.layers.Dense(1, activation="sigmoid", name="bin_out") if mode == "multiloss" else None
+    centers = ClassCenters(num_classes, name="class_centers") if mode == "multiloss" else None
     image = keras.Input(tower.input_shape[1:], name="image_1")
     # BatchNorm stays in inference mode because unfreeze_last_blocks never unfreezes it.
     features = _embedded(embedding, tower(image, training=False))
-    training = _heads(mode, classifier, same_head, image, features, f"siamdog_{mode}")
+    training = _heads(mode, classifier, same_head, centers, image, features, f"siamdog_{mode}")
     image_classifier = keras.Model(image, classifier(features), name="siamdog_classifier")
-    return SiamdogModel(mode, tower, embedding, classifier, same_head, training, image_classifier)
+    return SiamdogModel(mode, tower, embedding, classifier, same_head, centers, training, image_classifier)
 
 
 def _embedded(embedding: keras.layers.Layer | None, pooled):
@@ -162,4 +213,5 @@ def heads_of(model: SiamdogModel, tail: keras.Model | None = None) -> tuple[kera
     inputs = keras.Input(shape, name="cached")
     features = _embedded(model.embedding, tail(inputs, training=False) if tail is not None else inputs)
     cached_classifier = keras.Model(inputs, model.classifier(features), name="cached_classifier")
-    return _heads(model.mode, model.classifier, model.same_head, inputs, features, f"{model.mode}_on_cache"), cached_classifier
+    heads = _heads(model.mode, model.classifier, model.same_head, model.centers, inputs, features, f"{model.mode}_on_cache")
+    return heads, cached_classifier

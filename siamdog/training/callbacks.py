@@ -1,5 +1,5 @@
 """Callbacks that the staged schedule adds to Keras's own (EarlyStopping, ReduceLROnPlateau,
-CSVLogger, BackupAndRestore)."""
+CSVLogger); the one that saves and restores a stage is in checkpoint.py."""
 
 import logging
 import os
@@ -84,19 +84,6 @@ class SaveBestClassifier(keras.callbacks.Callback):
         self.best = {"val_accuracy": score, "stage": self.stage, "epoch": epoch + 1}
         write_json(self.score_path, self.best)
         log.info("new best model: val_accuracy %.4f (%s, epoch %d)", score, self.stage, epoch + 1)
-
-
-class StageBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore for one stage, when several `fit` calls train the same model.
-
-    Keras's restore sets the model's `_initial_epoch`, which every later `fit` also reads:
-    after a resumed stage, the next stage would start at the restored epoch and might run
-    none at all. Clearing it when the stage ends keeps stages independent.
-    """
-
-    def on_train_end(self, logs=None):
-        super().on_train_end(logs)
-        self.model._initial_epoch = None
 
 
 class TrainingCurves(keras.callbacks.Callback):

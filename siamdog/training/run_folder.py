@@ -5,9 +5,9 @@
     best.keras, best.json  the single-image classifier with the best val_accuracy so far
     history/<stage>.csv    per-epoch logs of each stage
     curves.png             training curves of all stages
-    checkpoints/<stage>.weights.h5   the model after each finished stage
+    checkpoints/<stage>.weights.h5   the model (and its random generators) after each finished stage
     state.json             finished stages, their epochs and wall time
-    backup/<stage>/        BackupAndRestore's files while a stage runs
+    backup/<stage>/        the training state after each epoch of a running stage
 """
 
 import contextlib

@@ -3,7 +3,7 @@
 import keras
 
 from siamdog.models.siamese import OUTPUTS
-from siamdog.training.losses import batch_hard_triplet
+from siamdog.training.losses import batch_hard_triplet, center_loss, mined_pair_loss
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
@@ -21,25 +21,26 @@ def _loss(kind: str, label_smoothing: float):
         return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     if kind == "triplet":
         return batch_hard_triplet
+    if kind == "center":
+        return center_loss
+    if kind == "mined_pairs":
+        return mined_pair_loss
     return keras.losses.BinaryCrossentropy()
 
 
-def compile_stage(
-    model: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    binary_loss_weight: float = 0.0,
-    label_smoothing: float = 0.0,
-    triplet_loss_weight: float = 0.0,
-) -> None:
-    """Compile for one stage: each output's loss, metric and weight from the OUTPUTS table
-    (cross-entropy on the classifier outputs, with `label_smoothing`; binary cross-entropy on
-    `bin_out`, weighted by `binary_loss_weight`; the batch-hard triplet loss on
-    `embedding_out`, weighted by `triplet_loss_weight`)."""
-    weights = {"classifier": 1.0, "binary_loss_weight": binary_loss_weight, "triplet_loss_weight": triplet_loss_weight}
+def compile_stage(model: keras.Model, optimizer: keras.optimizers.Optimizer, label_smoothing: float = 0.0, **loss_weights: float) -> None:
+    """Compile for one stage: each output's loss, metric and weight from the OUTPUTS table.
+
+    The classifier outputs get cross-entropy (with `label_smoothing`) at weight 1; every other
+    output's weight is the stage setting its OutputSpec names, given here by that name
+    (`binary_loss_weight` for `bin_out`, `triplet_loss_weight`, `center_loss_weight`,
+    `mined_pair_loss_weight`), 0 when not given.
+    """
     specs = {name: OUTPUTS[name] for name in model.output_names}
+    weights = {name: 1.0 if spec.weight == "classifier" else float(loss_weights.get(spec.weight, 0.0)) for name, spec in specs.items()}
     model.compile(
         optimizer=optimizer,
         loss={name: _loss(spec.loss, label_smoothing) for name, spec in specs.items()},
-        loss_weights={name: weights[spec.weight] for name, spec in specs.items()},
+        loss_weights=weights,
         metrics={name: [spec.metric] for name, spec in specs.items() if spec.metric},
     )

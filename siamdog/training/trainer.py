@@ -21,7 +21,7 @@ from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
 from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
-from siamdog.files import read_json, replace_atomically, write_json
+from siamdog.files import read_json, write_json
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, get_backbone, resolve_weights, split_tower, unfreeze_last_blocks
 from siamdog.models.siamese import SiamdogModel, build_model, heads_of
 from siamdog.training.callbacks import (
@@ -29,9 +29,9 @@ from siamdog.training.callbacks import (
     EpochOrder,
     PositivePairFraction,
     SaveBestClassifier,
-    StageBackupAndRestore,
     TrainingCurves,
 )
+from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
 from siamdog.training.stages import compile_stage, make_optimizer
@@ -80,8 +80,12 @@ def train(
     workers: int = 4,
     callbacks: list[keras.callbacks.Callback] = (),
     verbose: str | int = "auto",
+    tensorboard_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Train (or resume) a run; returns the run's state (finished stages and best score).
+
+    With `tensorboard_dir`, each stage also logs its per-epoch figures for TensorBoard into
+    `tensorboard_dir/<stage>/` (train/ and validation/ beside each other).
 
     Every setting is checked (and the tower built, which checks the weights file) before
     anything is written, so a refused command leaves no run folder behind to refuse the
@@ -98,7 +102,7 @@ def train(
     run.root.mkdir(parents=True, exist_ok=True)
     with run_lock(run.lock):
         prepare_run(run, config, classes)
-        return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose)
+        return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
 
 
 def check_settings(config: TrainConfig, num_classes: int) -> None:
@@ -140,31 +144,39 @@ def _stage_callbacks(
     classifier: keras.Model,
     val_classifier: keras.Model,
     val_batches,
-) -> list[keras.callbacks.Callback]:
+    tensorboard_dir: str | os.PathLike | None = None,
+) -> tuple[list[keras.callbacks.Callback], StageCheckpoint]:
     """Validation first (it adds val_accuracy to the logs), then what monitors or records it.
 
     `val_classifier` scores `val_batches` (images, or cached features); `classifier` is the
-    image classifier that is saved. BackupAndRestore comes before CSVLogger: a crash between
-    the two then costs a history row at worst, never a repeated one.
+    image classifier that is saved. The checkpoint comes after the callbacks whose counters it
+    saves, and before CSVLogger: a crash between the two then costs a history row at worst,
+    never a repeated one.
     """
     run.history(stage.name).parent.mkdir(exist_ok=True)
-    return [
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
+    )
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_accuracy",
+        mode="max",
+        factor=stage.reduce_lr_factor,
+        patience=stage.reduce_lr_patience,
+        min_lr=stage.min_learning_rate,
+    )
+    checkpoint = StageCheckpoint(run.backup(stage.name), stateful=[early_stopping, reduce_lr])
+    callbacks = [
         ClassifierValidation(val_classifier, val_batches),
         SaveBestClassifier(classifier, str(run.best_model), stage.name),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_accuracy",
-            mode="max",
-            factor=stage.reduce_lr_factor,
-            patience=stage.reduce_lr_patience,
-            min_lr=stage.min_learning_rate,
-        ),
-        StageBackupAndRestore(str(run.backup(stage.name)), double_checkpoint=True),
+        early_stopping,
+        reduce_lr,
+        checkpoint,
         keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
         TrainingCurves([(s, str(run.history(s))) for s in stage_names], str(run.curves)),
     ]
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(tensorboard_dir) / stage.name), write_graph=False))
+    return callbacks, checkpoint
 
 
 def _stage_data(
@@ -233,6 +245,7 @@ def _run_stages(
     workers: int,
     callbacks: list[keras.callbacks.Callback],
     verbose: str | int,
+    tensorboard_dir: str | os.PathLike | None,
 ) -> dict:
     tower = model.tower
     state = read_json(str(run.state)) or {"completed": {}}
@@ -242,7 +255,7 @@ def _run_stages(
         log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
         return state
     if finished:
-        model.training.load_weights(run.checkpoint(finished[-1]))
+        load_training_state(run.checkpoint(finished[-1]), model.training)
         log.info("resuming after stage %s", finished[-1])
     elif config.init_from is None and resolve_weights(config.weights) is None:
         sample = DirectoryBatches(train_dir, size, CALIBRATION_BATCH, seed=config.seed, classes=classes)
@@ -260,20 +273,23 @@ def _run_stages(
             stage, index, config, model, train_dir, valid, classes, augmentation, workers
         )
         optimizer = make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum)
-        compile_stage(fit_model, optimizer, stage.binary_loss_weight, config.label_smoothing, stage.triplet_loss_weight)
+        compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
         data, sampler_callbacks = batches, [EpochOrder(batches)]
         if config.mode == "multiloss":
             data = PairedBatches(batches, config.pair_every, workers=workers)
             sampler_callbacks.append(PositivePairFraction(data))
-        stage_callbacks = [
-            *sampler_callbacks,
-            *_stage_callbacks(run, stage, config.stage_names(), model.image_classifier, val_classifier, val_batches),
-            *callbacks,
-        ]
-        history = fit_model.fit(data, epochs=stage.epochs, callbacks=stage_callbacks, verbose=verbose)
+        stage_callbacks, checkpoint = _stage_callbacks(
+            run, stage, config.stage_names(), model.image_classifier, val_classifier, val_batches, tensorboard_dir
+        )
+        # shuffle=False: the sampler orders the epoch. Keras would also shuffle the batches, with
+        # Python's global generator, which a resumed run cannot put back where it was.
+        history = fit_model.fit(
+            data, epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
+        )
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
-        replace_atomically(run.checkpoint(stage.name), model.training.save_weights)
+        save_training_state(run.checkpoint(stage.name), model.training)
+        checkpoint.discard()
         state["completed"][stage.name] = {
             "epochs_run_now": len(history.epoch),
             "seconds": round(seconds, 1),

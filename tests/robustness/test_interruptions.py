@@ -1,6 +1,7 @@
 """Kills, Ctrl-C, two trainers on one run folder, and a full disk: nothing finished is lost."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from siamdog.config import save_config
 from siamdog.data.organize import organize
 from siamdog.errors import SiamdogError
 from siamdog.training.trainer import run_lock, train
-from tests.conftest import read_history, tiny_config, write_image
+from tests.conftest import STAGES, read_history, tiny_config, write_image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,13 +94,41 @@ def _wait_for_epochs(run: Path, stage: str, count: int, process: subprocess.Pope
     raise AssertionError(f"no {stage} epoch {count} within {timeout} s")
 
 
-def test_training_killed_in_every_stage_resumes_where_it_stopped(demo, tmp_path):
+class InterruptOnce(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C does) once `stages_done` stages of `run` have
+    their checkpoint: at the start of the next stage (epoch None), or in its `epoch`, after
+    `batch` (None: at the epoch's very end, after everything of the epoch was written)."""
+
+    def __init__(self, run: Path, stages_done: int, epoch: int | None, batch: int | None = None):
+        super().__init__()
+        self.run, self.stages_done, self.epoch, self.batch = run, stages_done, epoch, batch
+        self.current_epoch = None
+
+    def _in_stage(self):
+        return len(list((self.run / "checkpoints").glob("*.weights.h5"))) == self.stages_done
+
+    def on_train_begin(self, logs=None):
+        if self.epoch is None and self._in_stage():
+            raise KeyboardInterrupt
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.batch == batch and self.current_epoch == self.epoch and self._in_stage():
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.batch is None and epoch == self.epoch and self._in_stage():
+            raise KeyboardInterrupt
+
+
+def test_training_interrupted_or_killed_in_a_stage_resumes_where_it_stopped(demo, tmp_path):
     stage = {"optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "trainable_blocks": 2}
     config = tiny_config(
         stages=[
             {"name": "heads", "epochs": 3, "optimizer": "nadam", "learning_rate": 2e-3},
             {"name": "finetune", "epochs": 3, **stage},
-            {"name": "polish", "epochs": 3, **stage, "augment": False},
         ]
     )
     save_config(config, tmp_path / "config.yaml")
@@ -107,8 +136,8 @@ def test_training_killed_in_every_stage_resumes_where_it_stopped(demo, tmp_path)
     args = ("train", "--data", str(demo / "data"), "--run", str(run), "--config", str(tmp_path / "config.yaml"), "--workers", "2")
     # Each signal lands at a random moment of the stage's second epoch (training, validation
     # or checkpoint writing), after its first epoch has been recorded.
-    delays = np.random.default_rng(1).uniform(0.0, 2.0, size=3)
-    for (stage_name, sig), delay in zip((("heads", signal.SIGINT), ("finetune", signal.SIGKILL), ("polish", signal.SIGKILL)), delays):
+    delays = np.random.default_rng(1).uniform(0.0, 2.0, size=2)
+    for (stage_name, sig), delay in zip((("heads", signal.SIGINT), ("finetune", signal.SIGKILL)), delays):
         process = _spawn(*args)
         _wait_for_epochs(run, stage_name, 1, process)
         time.sleep(delay)
@@ -124,28 +153,21 @@ def test_training_killed_in_every_stage_resumes_where_it_stopped(demo, tmp_path)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-2000:]
     assert (run / "history" / "heads.csv").read_text() == heads_history, "a finished stage was run again"
-    for stage_name in ("heads", "finetune", "polish"):
+    for stage_name in ("heads", "finetune"):
         epochs = [int(r["epoch"]) for r in read_history(run, stage_name)]
         assert epochs == sorted(set(epochs)) and epochs[0] == 0 and epochs[-1] == 2, (stage_name, epochs)
     assert keras.saving.load_model(run / "best.keras").output_shape[-1] == 4
 
 
-def test_a_torn_backup_falls_back_to_the_one_before(demo, tmp_path):
+def test_a_damaged_epoch_checkpoint_falls_back_to_the_one_before(demo, tmp_path):
     run = tmp_path / "run"
-    config = tiny_config(stages=[{"name": "heads", "epochs": 3, "optimizer": "nadam", "learning_rate": 2e-3}])
-
-    class StopAfterSecondEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
+    config = tiny_config(stages=[{"name": "heads", "epochs": 2, "optimizer": "nadam", "learning_rate": 2e-3}])
     with pytest.raises(KeyboardInterrupt):
-        train(demo / "data", run, config, workers=2, verbose=0, callbacks=[StopAfterSecondEpoch()])
-    latest = next((run / "backup" / "heads").glob("latest.weights.h5"))
-    latest.write_bytes(latest.read_bytes()[:1000])  # as if killed while BackupAndRestore was writing
+        train(demo / "data", run, config, workers=2, verbose=0, callbacks=[InterruptOnce(run, stages_done=0, epoch=1)])
+    latest = run / "backup" / "heads" / "latest.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:1000])  # as if the disk had damaged it
     train(demo / "data", run, config, workers=2, verbose=0)
-    epochs = [int(r["epoch"]) for r in read_history(run, "heads")]
-    assert epochs[:2] == [0, 1] and epochs[-1] == 2 and epochs[2:] in ([1, 2], [2])
+    assert [int(r["epoch"]) for r in read_history(run, "heads")] == [0, 1, 1], "resumed from the checkpoint after epoch 1"
 
 
 def test_a_second_trainer_on_the_same_run_is_refused(demo, tmp_path):
@@ -201,3 +223,41 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error_and_loses_nothing(demo
     monkeypatch.undo()
     assert main(argv) == 0
     assert (run / "checkpoints" / "finetune.weights.h5").exists()
+
+
+def test_an_interrupted_run_ends_byte_identical_to_an_uninterrupted_one(demo, tmp_path):
+    # Dropout, momentum, the plateau rule's and early stopping's counters all carry over an
+    # interrupt; each must be restored for the histories to agree.
+    plateau = {"reduce_lr_patience": 1, "early_stopping_patience": 2}
+    config = tiny_config(
+        dropout=0.5,
+        stages=[
+            {**STAGES[0], "epochs": 2, **plateau},
+            {**STAGES[1], "epochs": 2, **plateau},
+            {**STAGES[2], "epochs": 1},
+        ],
+    )
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train(demo / "data", whole, config, workers=2, verbose=0)
+    interrupts = [
+        InterruptOnce(resumed, stages_done=0, epoch=1, batch=2),  # inside heads' second epoch
+        InterruptOnce(resumed, stages_done=1, epoch=None),  # between heads and finetune
+        InterruptOnce(resumed, stages_done=1, epoch=0, batch=1),  # inside finetune
+    ]
+    for interrupt in interrupts:
+        with pytest.raises(KeyboardInterrupt):
+            train(demo / "data", resumed, config, workers=2, verbose=0, callbacks=[interrupt])
+    # The last resume through the command line, as a user would, with the same settings in a file.
+    save_config(config, tmp_path / "config.yaml")
+    argv = ["train", "--data", str(demo / "data"), "--run", str(resumed), "--config", str(tmp_path / "config.yaml"), "--workers", "2"]
+    assert main(argv) == 0
+    state = json.loads((resumed / "state.json").read_text())
+    assert state["completed"]["finetune"]["epochs_run_now"] == 2, "finetune was interrupted inside its first epoch"
+    assert state["completed"]["polish"]["epochs_run_now"] == 1, "the stage after a resumed one runs from its epoch 0"
+    assert not (resumed / "backup" / "finetune").exists(), "a finished stage leaves no epoch checkpoint behind"
+    for stage in ("heads", "finetune", "polish"):
+        assert (resumed / "history" / f"{stage}.csv").read_text() == (whole / "history" / f"{stage}.csv").read_text(), stage
+    assert (resumed / "best.json").read_text() == (whole / "best.json").read_text()
+    a, b = keras.saving.load_model(whole / "best.keras"), keras.saving.load_model(resumed / "best.keras")
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
