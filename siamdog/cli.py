@@ -11,7 +11,7 @@ from siamdog.data.images import DEFAULT_MAX_PIXELS
 from siamdog.errors import SiamdogError
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-BACKEND_COMMANDS = ("train", "evaluate", "predict")  # the commands that load Keras
+BACKEND_COMMANDS = ("train", "evaluate", "predict", "export")  # the commands that load Keras
 
 
 def _organize(args) -> int:
@@ -86,6 +86,14 @@ def _evaluate(args) -> int:
     print(result.summary())
     print()
     print(result.report)
+    return 0
+
+
+def _export(args) -> int:
+    from siamdog.export import export_model
+
+    out = export_model(args.model, args.format, args.out)
+    print(f"wrote {out} (the model, classes.txt and input.json)")
     return 0
 
 
@@ -209,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
         p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
         p.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's probabilities as is and mirrored (2x the time)")
+
+    p = commands.add_parser("export", help="write a run's classifier as a SavedModel, ONNX or LiteRT model")
+    p.add_argument("model", help="run folder or .keras file (with classes.txt beside it)")
+    p.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"))
+    p.add_argument("--out", help="folder to write (default: export-<format>/ beside the model)")
+    p.set_defaults(handler=_export)
 
     p = commands.add_parser("demo-data", help="generate the small learnable demo image set")
     p.add_argument("raw", help="flat folder for training images named <class>_<id>.jpg")
