@@ -11,7 +11,7 @@ from siamdog.data.images import DEFAULT_MAX_PIXELS
 from siamdog.errors import SiamdogError
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-BACKEND_COMMANDS = ("train", "evaluate", "predict", "export")  # the commands that load Keras
+BACKEND_COMMANDS = ("train", "evaluate", "predict", "export", "verify", "embed", "search")  # the commands that load Keras
 
 
 def _organize(args) -> int:
@@ -94,6 +94,32 @@ def _export(args) -> int:
 
     out = export_model(args.model, args.format, args.out)
     print(f"wrote {out} (the model, classes.txt and input.json)")
+    return 0
+
+
+def _verify(args) -> int:
+    from siamdog.similarity import verify
+
+    result = verify(args.model, args.first, args.second, threshold=args.threshold)
+    print(result.summary([args.first, args.second]))
+    return 0
+
+
+def _embed(args) -> int:
+    from siamdog.similarity import embed
+
+    count, skipped = embed(args.model, args.images, args.out, recursive=args.recursive, workers=args.workers)
+    print(f"indexed {count} images into {args.out}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable image(s): {', '.join(skipped)}")
+    return 0
+
+
+def _search(args) -> int:
+    from siamdog.similarity import search
+
+    for rank, found in enumerate(search(args.index, args.query, args.k), 1):
+        print(f"{rank}. {found.image}  distance {found.distance:.4f}  predicted {found.predicted}")
     return 0
 
 
@@ -223,6 +249,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("savedmodel", "onnx", "litert"))
     p.add_argument("--out", help="folder to write (default: export-<format>/ beside the model)")
     p.set_defaults(handler=_export)
+
+    p = commands.add_parser("verify", help="the probability that two photos show one class (multi-loss runs)")
+    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability from which the verdict is 'same class' (default 0.5)")
+    p.set_defaults(handler=_verify)
+
+    p = commands.add_parser("embed", help="index a folder of photos for similar-photo search")
+    p.add_argument("model", help="run folder or .keras file")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("--out", required=True, help="index folder to write")
+    p.add_argument("--recursive", action="store_true", help="also read the subfolders")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    p.set_defaults(handler=_embed)
+
+    p = commands.add_parser("search", help="the photos of an index most like a query photo")
+    p.add_argument("index", help="index folder made by `siamdog embed`")
+    p.add_argument("query", help="image file")
+    p.add_argument("--k", type=int, default=5, help="how many (default 5)")
+    p.set_defaults(handler=_search)
 
     p = commands.add_parser("demo-data", help="generate the small learnable demo image set")
     p.add_argument("raw", help="flat folder for training images named <class>_<id>.jpg")

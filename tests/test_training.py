@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import keras
+import numpy as np
 import pytest
 
 from siamdog.cli import main
@@ -86,6 +87,39 @@ def test_evaluate_scores_folders_named_otherwise_through_a_class_map(trained_run
     assert main([*command, "--class-map", str(tmp_path / "bad.csv")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "no-such-class is not among the model's classes" in error
+
+
+def test_verify_gives_a_symmetric_same_class_probability_and_each_photo_s_class(trained_run, demo, capsys):
+    from siamdog.similarity import verify
+
+    a, b = sorted((demo / "test" / "reddisc").iterdir())[:2]
+    c = sorted((demo / "test" / "bluetriangle").iterdir())[0]
+    forth, back = verify(trained_run, str(a), str(c)), verify(trained_run, str(c), str(a))
+    assert forth.probability == pytest.approx(back.probability, abs=1e-6)
+    assert forth.top_classes == back.top_classes[::-1]
+    # Identical features differ by zero: the head's output is then its bias alone.
+    bias = float(keras.saving.load_model(trained_run / "best-same-class.keras").layers[-1].bias.numpy()[0])
+    assert verify(trained_run, str(a), str(a)).probability == pytest.approx(1 / (1 + np.exp(-bias)), abs=1e-6)
+    assert main(["verify", str(trained_run), str(a), str(b), "--threshold", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("same class: probability") and lines[1].startswith(f"{a}: ") and len(lines) == 3
+    assert main(["verify", str(trained_run), str(a), str(demo / "missing.jpg")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_embed_and_search_find_a_photo_itself_first(trained_run, demo, tmp_path, capsys):
+    assert main(["embed", str(trained_run), str(demo / "test"), "--recursive", "--out", str(tmp_path / "index")]) == 0
+    assert "indexed 32 images" in capsys.readouterr().out
+    with open(tmp_path / "index" / "images.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 32 and {r["predicted"] for r in rows} <= set((trained_run / "classes.txt").read_text().split())
+    query = sorted((demo / "test" / "yellowring").iterdir())[3]
+    assert main(["search", str(tmp_path / "index"), str(query), "--k", "4"]) == 0
+    found = capsys.readouterr().out.splitlines()
+    assert len(found) == 4 and found[0].startswith(f"1. {query}  distance 0.0000")
+    distances = [float(line.split("distance ")[1].split()[0]) for line in found]
+    assert distances == sorted(distances)
+    assert main(["search", str(tmp_path), str(query)]) == 2, "not an index"
 
 
 def test_evaluate_script_runs_from_a_checkout(trained_run, demo, tmp_path):
@@ -224,6 +258,9 @@ def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     model = keras.saving.load_model(run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
     assert state["best"]["val_accuracy"] >= 0.5, "chance is 0.25"
+    assert (run / "best-embedding.keras").is_file() and not (run / "best-same-class.keras").exists()
+    photo = str(next((demo / "test" / "reddisc").iterdir()))
+    assert main(["verify", str(run), photo, photo]) == 2, "a softmax-only run has no same-class head"
     # TensorBoard gets every epoch's figures, validation (ours, not Keras's) beside training.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

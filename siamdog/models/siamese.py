@@ -71,6 +71,8 @@ class SiamdogModel:
     centers: "ClassCenters | None"
     training: keras.Model
     image_classifier: keras.Model
+    embedder: keras.Model  # image -> the features the heads read (for similar-photo search)
+    same_class: keras.Model | None  # (features, features) -> probability of one class (multiloss)
 
 
 def _classifier(num_classes: int, dropout: float) -> keras.Sequential:
@@ -194,7 +196,16 @@ def build_model(mode: str, tower: keras.Model, num_classes: int, dropout: float 
     features = _embedded(embedding, tower(image, training=False))
     training = _heads(mode, classifier, same_head, centers, image, features, f"siamdog_{mode}")
     image_classifier = keras.Model(image, classifier(features), name="siamdog_classifier")
-    return SiamdogModel(mode, tower, embedding, classifier, same_head, centers, training, image_classifier)
+    embedder = keras.Model(image, features, name="siamdog_embedder")
+    same_class = _same_class_model(same_head, features.shape[-1]) if same_head is not None else None
+    return SiamdogModel(mode, tower, embedding, classifier, same_head, centers, training, image_classifier, embedder, same_class)
+
+
+def _same_class_model(same_head: keras.layers.Layer, size: int) -> keras.Model:
+    """bin_out on its own: the features of two images -> the probability that they show one class."""
+    first, second = keras.Input((size,), name="features_1"), keras.Input((size,), name="features_2")
+    difference = keras.layers.Subtract()([first, second])
+    return keras.Model([first, second], same_head(keras.layers.Multiply()([difference, difference])), name="siamdog_same_class")
 
 
 def _embedded(embedding: keras.layers.Layer | None, pooled):

@@ -62,16 +62,17 @@ class EpochOrder(keras.callbacks.Callback):
 
 
 class SaveBestClassifier(keras.callbacks.Callback):
-    """Saves the single-image classifier whenever `val_accuracy` beats the best of the run.
+    """Saves the single-image classifier, and the `companions` made of the same parts (the
+    embedder, the same-class head), whenever `val_accuracy` beats the best of the run.
 
     The best score is kept in a JSON file beside the model so that it survives a restart;
-    both are written under a temporary name and renamed, so neither is ever half-written.
+    every file is written under a temporary name and renamed, so none is ever half-written,
+    and the score last, so it never names models not yet written.
     """
 
-    def __init__(self, classifier: keras.Model, model_path: str, stage: str):
+    def __init__(self, classifier: keras.Model, model_path: str, stage: str, companions=()):
         super().__init__()
-        self.classifier = classifier
-        self.model_path = model_path
+        self.models = [(model_path, classifier), *((str(path), model) for path, model in companions)]
         self.score_path = os.path.splitext(model_path)[0] + ".json"
         self.stage = stage
         self.best = read_json(self.score_path)
@@ -80,7 +81,8 @@ class SaveBestClassifier(keras.callbacks.Callback):
         score = logs.get("val_accuracy")
         if score is None or (self.best is not None and score <= self.best["val_accuracy"]):
             return
-        replace_atomically(self.model_path, self.classifier.save)
+        for path, model in self.models:
+            replace_atomically(path, model.save)
         self.best = {"val_accuracy": score, "stage": self.stage, "epoch": epoch + 1}
         write_json(self.score_path, self.best)
         log.info("new best model: val_accuracy %.4f (%s, epoch %d)", score, self.stage, epoch + 1)

@@ -3,6 +3,8 @@
     config.yaml            the configuration used
     classes.txt            class names, in the model's output order
     best.keras, best.json  the single-image classifier with the best val_accuracy so far
+    best-embedding.keras   its features (image -> what the heads read), saved with it
+    best-same-class.keras  its same-class head (two images' features -> probability), multi-loss runs
     history/<stage>.csv    per-epoch logs of each stage
     curves.png             training curves of all stages
     checkpoints/<stage>.weights.h5   the model (and its random generators) after each finished stage
@@ -41,6 +43,14 @@ class RunPaths:
     @property
     def best_model(self) -> Path:
         return self.root / "best.keras"
+
+    @property
+    def best_embedder(self) -> Path:
+        return self.root / "best-embedding.keras"
+
+    @property
+    def best_same_class(self) -> Path:
+        return self.root / "best-same-class.keras"
 
     @property
     def curves(self) -> Path:

@@ -141,15 +141,15 @@ def _stage_callbacks(
     run: RunPaths,
     stage: StageConfig,
     stage_names: list[str],
-    classifier: keras.Model,
+    model: SiamdogModel,
     val_classifier: keras.Model,
     val_batches,
     tensorboard_dir: str | os.PathLike | None = None,
 ) -> tuple[list[keras.callbacks.Callback], StageCheckpoint]:
     """Validation first (it adds val_accuracy to the logs), then what monitors or records it.
 
-    `val_classifier` scores `val_batches` (images, or cached features); `classifier` is the
-    image classifier that is saved. The checkpoint comes after the callbacks whose counters it
+    `val_classifier` scores `val_batches` (images, or cached features); the model's image
+    classifier is what is saved, with its embedder and same-class head. The checkpoint comes after the callbacks whose counters it
     saves, and before CSVLogger: a crash between the two then costs a history row at worst,
     never a repeated one.
     """
@@ -165,9 +165,12 @@ def _stage_callbacks(
         min_lr=stage.min_learning_rate,
     )
     checkpoint = StageCheckpoint(run.backup(stage.name), stateful=[early_stopping, reduce_lr])
+    companions = [(run.best_embedder, model.embedder)]
+    if model.same_class is not None:
+        companions.append((run.best_same_class, model.same_class))
     callbacks = [
         ClassifierValidation(val_classifier, val_batches),
-        SaveBestClassifier(classifier, str(run.best_model), stage.name),
+        SaveBestClassifier(model.image_classifier, str(run.best_model), stage.name, companions),
         early_stopping,
         reduce_lr,
         checkpoint,
@@ -279,7 +282,7 @@ def _run_stages(
             data = PairedBatches(batches, config.pair_every, workers=workers)
             sampler_callbacks.append(PositivePairFraction(data))
         stage_callbacks, checkpoint = _stage_callbacks(
-            run, stage, config.stage_names(), model.image_classifier, val_classifier, val_batches, tensorboard_dir
+            run, stage, config.stage_names(), model, val_classifier, val_batches, tensorboard_dir
         )
         # shuffle=False: the sampler orders the epoch. Keras would also shuffle the batches, with
         # Python's global generator, which a resumed run cannot put back where it was.

@@ -1,0 +1,142 @@
+"""What only a Siamese model offers: "do these two photos show one class?" and "which photos of a
+collection look most like this one?", from the parts every run saves beside `best.keras`
+(`best-embedding.keras`: image -> features; `best-same-class.keras`: two images' features ->
+probability of one class).
+
+An index (`siamdog embed`) is a folder: `embeddings.npy` (one L2-normalized feature row per
+image), `images.csv` (path, predicted class, its probability) and `index.json` (the run and the
+collection it was made from). Search finds the nearest rows by cosine distance with
+scikit-learn's NearestNeighbors.
+"""
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
+from siamdog.errors import SiamdogError
+from siamdog.evaluate import list_images, load_classifier, predict_files, resolve_model
+from siamdog.files import write_bytes
+
+EMBEDDER = "best-embedding.keras"
+SAME_CLASS = "best-same-class.keras"
+
+
+def _load_part(run: str | os.PathLike, name: str, what: str) -> keras.Model:
+    model_file, _ = resolve_model(run)
+    path = model_file.parent / name
+    if not path.is_file():
+        raise SiamdogError(f"{path}: missing; {what} (runs trained with this version save it beside best.keras)")
+    return keras.saving.load_model(path, compile=False)
+
+
+def _load_one(path: str | os.PathLike, size, max_pixels: int) -> np.ndarray:
+    try:
+        return load_image(path, size, max_pixels).astype(np.float32)[None]
+    except UnreadableImage as e:
+        raise SiamdogError(f"{path}: {e}") from None
+
+
+@dataclass
+class Verification:
+    probability: float  # that the two photos show one class
+    threshold: float
+    top_classes: list[tuple[str, float]]  # each photo's most likely class and its probability
+
+    @property
+    def same(self) -> bool:
+        return self.probability >= self.threshold
+
+    def summary(self, names: list[str]) -> str:
+        verdict = "same class" if self.same else "different classes"
+        lines = [f"{verdict}: probability {self.probability:.4f} (threshold {self.threshold:.2f})"]
+        lines += [f"{name}: {label} ({p:.4f})" for name, (label, p) in zip(names, self.top_classes)]
+        return "\n".join(lines)
+
+
+def verify(run: str | os.PathLike, first: str, second: str, threshold: float = 0.5, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verification:
+    """The same-class head's probability for two photos, and each photo's top class."""
+    if not 0.0 <= threshold <= 1.0:
+        raise SiamdogError(f"--threshold must be between 0 and 1, got {threshold}")
+    classifier, classes, _ = load_classifier(run)
+    embedder = _load_part(run, EMBEDDER, "it turns a photo into the features the heads read")
+    same_class = _load_part(run, SAME_CLASS, "only multi-loss runs have a same-class head")
+    size = tuple(classifier.input_shape[1:3])
+    images = np.concatenate([_load_one(path, size, max_pixels) for path in (first, second)])
+    features = np.asarray(embedder.predict_on_batch(images))
+    probability = float(np.asarray(same_class.predict_on_batch([features[:1], features[1:]]))[0, 0])
+    probabilities = np.asarray(classifier.predict_on_batch(images))
+    top = [(classes[int(p.argmax())], float(p.max())) for p in probabilities]
+    return Verification(probability, threshold, top)
+
+
+def embed(
+    run: str | os.PathLike,
+    folder: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    recursive: bool = False,
+    batch_size: int = 32,
+    workers: int = 4,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> tuple[int, list[str]]:
+    """Index every readable image of `folder` into `out_dir`; returns (count, skipped paths)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SiamdogError(f"--out {out_dir} is a file; give a folder for the index")
+    classifier, classes, model_file = load_classifier(run)
+    embedder = _load_part(run, EMBEDDER, "it turns a photo into the features the heads read")
+    paths = [str(p) for p in list_images(folder, recursive)]
+    if not paths:
+        raise SiamdogError(f"{folder}: no images")
+    features, readable = predict_files(embedder, paths, batch_size, workers, max_pixels, progress)
+    probabilities, _ = predict_files(classifier, [p for p, ok in zip(paths, readable) if ok], batch_size, workers, max_pixels, progress)
+    skipped = [p for p, ok in zip(paths, readable) if not ok]
+    kept = [p for p, ok in zip(paths, readable) if ok]
+    if not kept:
+        raise SiamdogError(f"{folder}: no readable image")
+    features = features[readable]
+    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "embeddings.npy", "wb") as f:
+        np.save(f, features.astype(np.float32))
+    with open(out_dir / "images.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "predicted", "probability"])
+        for path, p in zip(kept, probabilities):
+            writer.writerow([os.path.abspath(path), classes[int(p.argmax())], f"{p.max():.4f}"])
+    index = {"model": str(model_file.resolve()), "folder": str(Path(folder).resolve()), "images": len(kept)}
+    write_bytes(out_dir / "index.json", json.dumps(index, indent=1).encode())  # last: marks the index complete
+    return len(kept), skipped
+
+
+@dataclass
+class Neighbour:
+    image: str
+    distance: float  # cosine distance: 0 for the same direction, 2 for the opposite
+    predicted: str
+
+
+def search(index_dir: str | os.PathLike, query: str, k: int = 5, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Neighbour]:
+    """The `k` images of an index nearest to `query`, nearest first."""
+    index_dir = Path(index_dir)
+    try:
+        index = json.loads((index_dir / "index.json").read_text())
+        features = np.load(index_dir / "embeddings.npy")
+        with open(index_dir / "images.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, ValueError) as e:
+        raise SiamdogError(f"{index_dir}: not a complete index made by `siamdog embed` ({e})") from None
+    if k < 1:
+        raise SiamdogError(f"--k must be at least 1, got {k}")
+    embedder = _load_part(index["model"], EMBEDDER, "it made this index")
+    query_features = np.asarray(embedder.predict_on_batch(_load_one(query, tuple(embedder.input_shape[1:3]), max_pixels)))
+    finder = NearestNeighbors(n_neighbors=min(k, len(rows)), metric="cosine").fit(features)
+    distances, indices = finder.kneighbors(query_features)
+    return [Neighbour(rows[i]["image"], float(d), rows[i]["predicted"]) for d, i in zip(distances[0], indices[0])]
