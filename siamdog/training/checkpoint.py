@@ -72,7 +72,7 @@ def load_training_state(path: str | os.PathLike, model: keras.Model, callbacks=(
         optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
     model.load_weights(path)
     with h5py.File(path, "r") as f:
-        if STATE_GROUP not in f:
+        if STATE_GROUP not in f:  # a plain weights file (an earlier siamdog's stage checkpoint)
             return None
         group = f[STATE_GROUP]
         state = json.loads(group.attrs["state"])
@@ -85,6 +85,12 @@ def load_training_state(path: str | os.PathLike, model: keras.Model, callbacks=(
                 count = sum(1 for key in group if key.startswith(f"best_weights_{c}_"))
                 callback.best_weights = [group[f"best_weights_{c}_{k}"][()] for k in range(count)] or None
     return {"epoch": state["epoch"], "stop_training": state["stop_training"]}
+
+
+def has_training_state(path: str | os.PathLike) -> bool:
+    """Whether `path` is a checkpoint that save_training_state wrote (raises OSError if unreadable)."""
+    with h5py.File(path, "r") as f:
+        return STATE_GROUP in f
 
 
 class StageCheckpoint(keras.callbacks.Callback):
@@ -111,6 +117,9 @@ class StageCheckpoint(keras.callbacks.Callback):
             if not os.path.exists(path):
                 continue
             try:
+                if not has_training_state(path):
+                    log.warning("%s holds no training state (an earlier siamdog's); ignoring it", path)
+                    continue
                 state = load_training_state(path, self.model, self.stateful)
             except (OSError, ValueError) as e:
                 log.warning("%s is unreadable (%s); trying the one before", path, str(e).splitlines()[0][:200])
