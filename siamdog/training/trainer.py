@@ -149,9 +149,9 @@ def _stage_callbacks(
     """Validation first (it adds val_accuracy to the logs), then what monitors or records it.
 
     `val_classifier` scores `val_batches` (images, or cached features); the model's image
-    classifier is what is saved, with its embedder and same-class head. The checkpoint comes after the callbacks whose counters it
-    saves, and before CSVLogger: a crash between the two then costs a history row at worst,
-    never a repeated one.
+    classifier is what is saved, with its embedder and same-class head. The checkpoint comes
+    after the callbacks whose counters it saves, and before CSVLogger: a crash between the two
+    then costs a history row at worst, never a repeated one.
     """
     run.history(stage.name).parent.mkdir(exist_ok=True)
     early_stopping = keras.callbacks.EarlyStopping(
