@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run folder or .keras file")
     p.add_argument("first")
     p.add_argument("second")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability from which the verdict is 'same class' (default 0.5)")
+    p.add_argument("--threshold", type=float, help="probability from which the verdict is 'same class' (default: the one chosen on valid pairs when the run was trained)")
     p.set_defaults(handler=_verify)
 
     p = commands.add_parser("embed", help="index a folder of photos for similar-photo search")

@@ -17,9 +17,10 @@ from siamdog.data.batches import index_class_folders, list_classes
 from siamdog.data.labels import match_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.errors import SiamdogError
-from siamdog.files import write_json
+from siamdog.files import read_json, write_json
 from siamdog.inference import predict_images
 from siamdog.plots import plot_confusion_matrix
+from siamdog.training.run_folder import RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Evaluation:
     num_classes: int
     skipped: int = 0
     unknown_classes: list[str] = field(default_factory=list)
+    verification: dict | None = None  # the run's same-class head on valid pairs (multi-loss runs)
 
     def summary(self) -> str:
         lines = [f"top-1 error: {self.top1_error:.4f} (chance: {1 - 1 / self.num_classes:.4f}, {self.num_classes} classes)"]
@@ -106,6 +108,10 @@ class Evaluation:
         lines.append(f"images: {self.count}" + (f" ({self.skipped} unreadable skipped)" if self.skipped else ""))
         if self.unknown_classes:
             lines.append(f"ignored folders of classes the model does not know: {', '.join(self.unknown_classes)}")
+        if self.verification:
+            v = self.verification
+            auc = f"ROC AUC {v['roc_auc']:.4f}, " if v["roc_auc"] is not None else ""
+            lines.append(f"same-class head, on {v['pairs']} pairs of the valid split (at training): {auc}accuracy {v['accuracy']:.4f} at threshold {v['threshold']:.4f}")
         return "\n".join(lines)
 
 
@@ -159,6 +165,7 @@ def evaluate(
         num_classes=len(classes),
         skipped=int((~readable).sum()),
         unknown_classes=unknown,
+        verification=read_json(RunPaths(model_file.parent).verification),
     )
     out_dir = Path(out_dir) if out_dir is not None else model_file.parent / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,20 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
+from siamdog.data.batches import index_class_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
+from siamdog.data.pairing import best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import list_images, load_classifier, predict_files, resolve_model
-from siamdog.files import write_bytes
+from siamdog.files import read_json, write_bytes, write_json
+from siamdog.training.run_folder import RunPaths
 
 EMBEDDER = "best-embedding.keras"
 SAME_CLASS = "best-same-class.keras"
+DEFAULT_THRESHOLD = 0.5
 
 
 def _load_part(run: str | os.PathLike, name: str, what: str) -> keras.Model:
@@ -60,8 +65,43 @@ class Verification:
         return "\n".join(lines)
 
 
-def verify(run: str | os.PathLike, first: str, second: str, threshold: float = 0.5, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verification:
-    """The same-class head's probability for two photos, and each photo's top class."""
+def calibrate_verification(run: str | os.PathLike, valid_dir: str | os.PathLike, workers: int = 4, progress: bool = False) -> dict:
+    """Score the run's same-class head on pairs of valid photos (every same-class pair and as
+    many other-class pairs), choose the threshold that classifies most of them right, and write
+    it with the ROC AUC and accuracies to `verification.json` in the run folder."""
+    model_file, classes = resolve_model(run)
+    embedder = _load_part(run, EMBEDDER, "it turns a photo into the features the heads read")
+    same_class = _load_part(run, SAME_CLASS, "only multi-loss runs have a same-class head")
+    filenames, labels = index_class_folders(valid_dir, classes)
+    features, readable = predict_files(embedder, [os.path.join(valid_dir, f) for f in filenames], workers=workers, progress=progress)
+    pairs, same = verification_pairs(labels[readable])
+    features = features[readable]
+    probabilities = np.asarray(same_class.predict([features[pairs[:, 0]], features[pairs[:, 1]]], batch_size=4096, verbose=0))[:, 0]
+    threshold, accuracy = best_threshold(probabilities, same)
+    result = {
+        "threshold": threshold,
+        "accuracy": accuracy,
+        "accuracy_at_0.5": float(np.mean((probabilities >= 0.5) == (same > 0.5))),
+        "roc_auc": float(roc_auc_score(same, probabilities)) if 0 < same.mean() < 1 else None,
+        "pairs": len(same),
+        "same_class_pairs": int(same.sum()),
+        "data": str(valid_dir),
+    }
+    write_json(RunPaths(model_file.parent).verification, result)
+    return result
+
+
+def saved_verification(run: str | os.PathLike) -> dict | None:
+    """What calibrate_verification wrote for the run, if anything."""
+    model_file, _ = resolve_model(run)
+    return read_json(RunPaths(model_file.parent).verification)
+
+
+def verify(run: str | os.PathLike, first: str, second: str, threshold: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verification:
+    """The same-class head's probability for two photos, and each photo's top class. The
+    threshold defaults to the one chosen on the valid split at the end of training."""
+    if threshold is None:
+        threshold = (saved_verification(run) or {}).get("threshold", DEFAULT_THRESHOLD)
     if not 0.0 <= threshold <= 1.0:
         raise SiamdogError(f"--threshold must be between 0 and 1, got {threshold}")
     classifier, classes, _ = load_classifier(run)

@@ -42,3 +42,23 @@ def test_batch_partners_are_swaps_or_neighbours():
     assert batch_partners(labels, positives=True).tolist() == pair_permutation(labels).tolist()
     assert batch_partners(labels, positives=False).tolist() == [1, 2, 3, 4, 5, 0]
     assert batch_partners([4], positives=False).tolist() == [0]
+
+
+def test_verification_pairs_take_every_positive_and_as_many_negatives():
+    from siamdog.data.pairing import verification_pairs
+
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    pairs, same = verification_pairs(labels, seed=1)
+    positives = {(i, j) for i in range(9) for j in range(i + 1, 9) if labels[i] == labels[j]}
+    assert {tuple(p) for p, s in zip(pairs.tolist(), same) if s == 1} == positives
+    assert (same == 0).sum() == len(positives) and all(labels[i] != labels[j] for (i, j), s in zip(pairs.tolist(), same) if s == 0)
+    assert np.array_equal(verification_pairs(labels, seed=1)[0], pairs), "seeded"
+
+
+def test_best_threshold_maximizes_pair_accuracy():
+    from siamdog.data.pairing import best_threshold
+
+    probabilities = np.array([0.9, 0.8, 0.35, 0.3, 0.2, 0.1])
+    same = np.array([1, 1, 1, 0, 0, 0], dtype="float32")
+    threshold, accuracy = best_threshold(probabilities, same)
+    assert accuracy == 1.0 and 0.3 < threshold <= 0.35

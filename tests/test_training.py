@@ -41,6 +41,8 @@ def test_all_stages_run_and_leave_a_complete_run_folder(trained_run):
     assert (trained_run / "classes.txt").read_text().splitlines() == ["bluetriangle", "greensquare", "reddisc", "yellowring"]
     assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not any((trained_run / "backup").glob("*/*")), "finished stages leave no backup behind"
+    verification = json.loads((trained_run / "verification.json").read_text())
+    assert verification["pairs"] == 2 * verification["same_class_pairs"] > 0 and 0 <= verification["roc_auc"] <= 1
     model = keras.saving.load_model(trained_run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
 
@@ -59,6 +61,7 @@ def test_evaluate_cli_prints_the_headline_first_and_writes_files(trained_run, de
     assert lines[1] == "images: 32", "no top-5 error for 4 classes: the true class is always in the top five"
     assert any("precision" in line and "recall" in line for line in lines)
     assert any(line.strip().startswith("reddisc") for line in lines)
+    assert any(line.startswith("same-class head, on") and "pairs of the valid split" in line for line in lines)
     with open(tmp_path / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 32 and set(rows[0]) == {"image", "true", "predicted", "probability", "correct"}
@@ -103,6 +106,9 @@ def test_verify_gives_a_symmetric_same_class_probability_and_each_photo_s_class(
     assert main(["verify", str(trained_run), str(a), str(b), "--threshold", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("same class: probability") and lines[1].startswith(f"{a}: ") and len(lines) == 3
+    chosen = json.loads((trained_run / "verification.json").read_text())["threshold"]
+    assert main(["verify", str(trained_run), str(a), str(b)]) == 0
+    assert f"(threshold {chosen:.2f})" in capsys.readouterr().out, "the threshold chosen on valid pairs by default"
     assert main(["verify", str(trained_run), str(a), str(demo / "missing.jpg")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 

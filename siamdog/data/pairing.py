@@ -51,3 +51,29 @@ def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray) -> dict:
     its partners' labels, the "same class?" flags, and the labels again for the batch-wide
     losses (which compare every pair of the batch, or each sample with its class's center)."""
     return {"ctg_out_1": y, "ctg_out_2": y[partner], "bin_out": same[:, None], "embedding_out": y, "center_out": y, "pairs_out": y}
+
+
+def verification_pairs(labels: Sequence[int], seed: int = 0, max_positives: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) for scoring a same-class head, and their targets: every same-class pair (at
+    most `max_positives`, drawn at random beyond that) and as many random other-class pairs."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    first, second = np.triu_indices(len(labels), k=1)
+    same = labels[first] == labels[second]
+    positives = np.flatnonzero(same)
+    if len(positives) > max_positives:
+        positives = rng.choice(positives, max_positives, replace=False)
+    negatives = np.flatnonzero(~same)
+    negatives = rng.choice(negatives, min(len(positives), len(negatives)), replace=False)
+    chosen = np.sort(np.concatenate([positives, negatives]))
+    return np.stack([first[chosen], second[chosen]], axis=1), same[chosen].astype("float32")
+
+
+def best_threshold(probabilities: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """The threshold on the same-class probability that classifies the most pairs right, and
+    that accuracy (ties go to the threshold nearest 0.5)."""
+    candidates = np.unique(np.concatenate([probabilities, [0.5]]))
+    accuracies = np.array([np.mean((probabilities >= t) == (same > 0.5)) for t in candidates])
+    best = np.flatnonzero(accuracies == accuracies.max())
+    pick = best[np.argmin(np.abs(candidates[best] - 0.5))]
+    return float(candidates[pick]), float(accuracies[pick])

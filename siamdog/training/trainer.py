@@ -24,6 +24,7 @@ from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, get_backbone, resolve_weights, split_tower, unfreeze_last_blocks
 from siamdog.models.siamese import SiamdogModel, build_model, heads_of
+from siamdog.similarity import calibrate_verification
 from siamdog.training.callbacks import (
     ClassifierValidation,
     EpochOrder,
@@ -301,4 +302,8 @@ def _run_stages(
         state["best"] = read_json(str(run.best_model.with_suffix(".json")))
         write_json(str(run.state), state)
         log.info("stage %s done in %.0f s", stage.name, seconds)
+    if config.mode == "multiloss":
+        figures = calibrate_verification(run.root, valid_dir, workers)
+        log.info("same-class head on %d valid pairs: ROC AUC %s, accuracy %.4f at threshold %.4f",
+                 figures["pairs"], figures["roc_auc"], figures["accuracy"], figures["threshold"])
     return state
