@@ -28,17 +28,28 @@ from siamdog.evaluate import list_images, load_classifier, predict_files, resolv
 from siamdog.files import read_json, write_bytes, write_json
 from siamdog.training.run_folder import RunPaths
 
-EMBEDDER = "best-embedding.keras"
-SAME_CLASS = "best-same-class.keras"
 DEFAULT_THRESHOLD = 0.5
 
 
-def _load_part(run: str | os.PathLike, name: str, what: str) -> keras.Model:
+def _run_paths(run: str | os.PathLike) -> RunPaths:
     model_file, _ = resolve_model(run)
-    path = model_file.parent / name
+    return RunPaths(model_file.parent)
+
+
+def _load_saved(path: Path, why_missing: str) -> keras.Model:
     if not path.is_file():
-        raise SiamdogError(f"{path}: missing; {what} (runs trained with this version save it beside best.keras)")
+        raise SiamdogError(f"{path}: missing; {why_missing} (runs trained with this version save it beside best.keras)")
     return keras.saving.load_model(path, compile=False)
+
+
+def load_embedder(run: str | os.PathLike) -> keras.Model:
+    """The run's photo -> features model, saved with best.keras."""
+    return _load_saved(_run_paths(run).best_embedder, "it turns a photo into the features the heads read")
+
+
+def load_same_class(run: str | os.PathLike) -> keras.Model:
+    """The run's same-class head (two photos' features -> probability), saved with best.keras."""
+    return _load_saved(_run_paths(run).best_same_class, "only multi-loss runs have a same-class head")
 
 
 def _load_one(path: str | os.PathLike, size, max_pixels: int) -> np.ndarray:
@@ -69,9 +80,9 @@ def calibrate_verification(run: str | os.PathLike, valid_dir: str | os.PathLike,
     """Score the run's same-class head on pairs of valid photos (every same-class pair and as
     many other-class pairs), choose the threshold that classifies most of them right, and write
     it with the ROC AUC and accuracies to `verification.json` in the run folder."""
-    model_file, classes = resolve_model(run)
-    embedder = _load_part(run, EMBEDDER, "it turns a photo into the features the heads read")
-    same_class = _load_part(run, SAME_CLASS, "only multi-loss runs have a same-class head")
+    _, classes = resolve_model(run)
+    embedder = load_embedder(run)
+    same_class = load_same_class(run)
     filenames, labels = index_class_folders(valid_dir, classes)
     features, readable = predict_files(embedder, [os.path.join(valid_dir, f) for f in filenames], workers=workers, progress=progress)
     pairs, same = verification_pairs(labels[readable])
@@ -87,14 +98,13 @@ def calibrate_verification(run: str | os.PathLike, valid_dir: str | os.PathLike,
         "same_class_pairs": int(same.sum()),
         "data": str(valid_dir),
     }
-    write_json(RunPaths(model_file.parent).verification, result)
+    write_json(_run_paths(run).verification, result)
     return result
 
 
 def saved_verification(run: str | os.PathLike) -> dict | None:
     """What calibrate_verification wrote for the run, if anything."""
-    model_file, _ = resolve_model(run)
-    return read_json(RunPaths(model_file.parent).verification)
+    return read_json(_run_paths(run).verification)
 
 
 def verify(run: str | os.PathLike, first: str, second: str, threshold: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verification:
@@ -105,8 +115,8 @@ def verify(run: str | os.PathLike, first: str, second: str, threshold: float | N
     if not 0.0 <= threshold <= 1.0:
         raise SiamdogError(f"--threshold must be between 0 and 1, got {threshold}")
     classifier, classes, _ = load_classifier(run)
-    embedder = _load_part(run, EMBEDDER, "it turns a photo into the features the heads read")
-    same_class = _load_part(run, SAME_CLASS, "only multi-loss runs have a same-class head")
+    embedder = load_embedder(run)
+    same_class = load_same_class(run)
     size = tuple(classifier.input_shape[1:3])
     images = np.concatenate([_load_one(path, size, max_pixels) for path in (first, second)])
     features = np.asarray(embedder.predict_on_batch(images))
@@ -131,7 +141,7 @@ def embed(
     if out_dir.exists() and not out_dir.is_dir():
         raise SiamdogError(f"--out {out_dir} is a file; give a folder for the index")
     classifier, classes, model_file = load_classifier(run)
-    embedder = _load_part(run, EMBEDDER, "it turns a photo into the features the heads read")
+    embedder = load_embedder(run)
     paths = [str(p) for p in list_images(folder, recursive)]
     if not paths:
         raise SiamdogError(f"{folder}: no images")
@@ -175,7 +185,7 @@ def search(index_dir: str | os.PathLike, query: str, k: int = 5, max_pixels: int
         raise SiamdogError(f"{index_dir}: not a complete index made by `siamdog embed` ({e})") from None
     if k < 1:
         raise SiamdogError(f"--k must be at least 1, got {k}")
-    embedder = _load_part(index["model"], EMBEDDER, "it made this index")
+    embedder = load_embedder(index["model"])
     query_features = np.asarray(embedder.predict_on_batch(_load_one(query, tuple(embedder.input_shape[1:3]), max_pixels)))
     finder = NearestNeighbors(n_neighbors=min(k, len(rows)), metric="cosine").fit(features)
     distances, indices = finder.kneighbors(query_features)

@@ -219,3 +219,17 @@ def test_an_embedding_lets_the_same_class_loss_shape_what_the_classifier_reads(t
     np.testing.assert_allclose(
         keras.saving.load_model(tmp_path / "m.keras").predict_on_batch(image), parts.image_classifier.predict_on_batch(image), rtol=1e-5
     )
+
+
+def test_a_model_has_only_the_batch_outputs_its_stages_weigh(tower):
+    from siamdog.config import load_config
+    from siamdog.training.trainer import weighed_batch_outputs
+
+    stages = [{"name": "heads", "epochs": 1, "optimizer": "nadam", "learning_rate": 1e-3, "center_loss_weight": 0.01},
+              {"name": "finetune", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-3, "triplet_loss_weight": 1.0}]
+    assert weighed_batch_outputs(load_config(None, {"stages": stages})) == ("embedding_out", "center_out")
+    assert weighed_batch_outputs(load_config(None, {})) == (), "the default recipe weighs none of them"
+    parts = build_model("multiloss", tower, num_classes=3, batch_outputs=("center_out",))
+    assert parts.training.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "center_out"]
+    assert heads_of(parts)[0].output_names == parts.training.output_names
+    assert build_model("multiloss", tower, num_classes=3, batch_outputs=()).centers is None

@@ -157,12 +157,13 @@ class PairedBatches(keras.utils.PyDataset):
     `last_epoch_positive_fraction`.
     """
 
-    def __init__(self, source, pair_every: int = 4, workers: int = 1, max_queue_size: int = 10):
+    def __init__(self, source, pair_every: int = 4, workers: int = 1, max_queue_size: int = 10, outputs: Sequence[str] | None = None):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if pair_every < 1:
             raise ValueError(f"pair_every must be >= 1, got {pair_every}")
         self.source = source
         self.pair_every = pair_every
+        self.outputs = outputs  # the names of the model's outputs to make targets for (None: all)
         self._lock = threading.Lock()
         self._positives = 0
         self._pairs = 0
@@ -179,7 +180,7 @@ class PairedBatches(keras.utils.PyDataset):
         with self._lock:
             self._positives += int(same.sum())
             self._pairs += len(same)
-        return (x, partner.astype(np.int32)), pair_targets(y, partner, same)
+        return (x, partner.astype(np.int32)), pair_targets(y, partner, same, self.outputs)
 
     def on_epoch_end(self) -> None:
         with self._lock:

@@ -52,6 +52,10 @@ OUTPUTS = {
     "center_out": OutputSpec("center", None, "center_loss_weight"),
     "pairs_out": OutputSpec("mined_pairs", None, "mined_pair_loss_weight"),
 }
+# The optional outputs of the batch-wide losses: a model has only those its stages weigh, since
+# each costs work on every training step (center_out: batch x classes x features; pairs_out:
+# batch x batch x features).
+BATCH_OUTPUTS = ("embedding_out", "center_out", "pairs_out")
 
 
 @dataclass
@@ -73,6 +77,7 @@ class SiamdogModel:
     image_classifier: keras.Model
     embedder: keras.Model  # image -> the features the heads read (for similar-photo search)
     same_class: keras.Model | None  # (features, features) -> probability of one class (multiloss)
+    batch_outputs: tuple[str, ...]  # which of BATCH_OUTPUTS the training models have
 
 
 def _classifier(num_classes: int, dropout: float) -> keras.Sequential:
@@ -151,54 +156,66 @@ class AllPairs(keras.layers.Layer):
         return (input_shape[0], input_shape[0], input_shape[-1])
 
 
-def _multiloss_outputs(classifier, same_head, centers, features, partner) -> list:
+def _multiloss_outputs(classifier, same_head, centers, features, partner, batch_outputs) -> list:
     """The multi-loss outputs from a batch's features and each sample's partner index: one
     classifier on each member of a pair, the "same class?" head on the squared difference of
-    their features, and, for the batch-wide losses, the features, their distances to the class
-    centers and the same-class head on every pair of the batch."""
+    their features, and those of `batch_outputs` that the batch-wide losses need: the
+    features, their distances to the class centers, the same-class head on every pair."""
     features_2 = PartnerFeatures(name="partner_features")(features, partner)
     ctg_1 = keras.layers.Identity(name="ctg_out_1")(classifier(features))
     ctg_2 = keras.layers.Identity(name="ctg_out_2")(classifier(features_2))
     difference = keras.layers.Subtract(name="feature_difference")([features, features_2])
     squared = keras.layers.Multiply(name="squared_difference")([difference, difference])
-    every_pair = keras.layers.Reshape((-1,), name="pairs_out")(same_head(AllPairs(name="all_pairs")(features)))
-    return [
-        ctg_1,
-        ctg_2,
-        same_head(squared),
-        keras.layers.Identity(name="embedding_out")(features),
-        keras.layers.Identity(name="center_out")(centers(features)),
-        every_pair,
-    ]
+    optional = {
+        "embedding_out": lambda: keras.layers.Identity(name="embedding_out")(features),
+        "center_out": lambda: keras.layers.Identity(name="center_out")(centers(features)),
+        "pairs_out": lambda: keras.layers.Reshape((-1,), name="pairs_out")(same_head(AllPairs(name="all_pairs")(features))),
+    }
+    return [ctg_1, ctg_2, same_head(squared), *(optional[name]() for name in BATCH_OUTPUTS if name in batch_outputs)]
 
 
 def _partner_input() -> keras.KerasTensor:
     return keras.Input((), dtype="int32", name="partner")
 
 
-def _heads(mode: str, classifier, same_head, centers, inputs, features, name: str) -> keras.Model:
+def _heads(mode: str, classifier, same_head, centers, batch_outputs, inputs, features, name: str) -> keras.Model:
     """The training model from `inputs` whose pooled `features` feed the heads."""
     if mode == "softmax":
         return keras.Model(inputs, keras.layers.Identity(name="ctg_out")(classifier(features)), name=name)
     partner = _partner_input()
-    return keras.Model([inputs, partner], _multiloss_outputs(classifier, same_head, centers, features, partner), name=name)
+    outputs = _multiloss_outputs(classifier, same_head, centers, features, partner, batch_outputs)
+    return keras.Model([inputs, partner], outputs, name=name)
 
 
-def build_model(mode: str, tower: keras.Model, num_classes: int, dropout: float = 0.5, embedding_size: int = 0) -> SiamdogModel:
+def build_model(
+    mode: str,
+    tower: keras.Model,
+    num_classes: int,
+    dropout: float = 0.5,
+    embedding_size: int = 0,
+    batch_outputs: tuple[str, ...] = BATCH_OUTPUTS,
+) -> SiamdogModel:
+    """The model's parts and the models made of them; a multi-loss training model has the
+    outputs of `batch_outputs` (see BATCH_OUTPUTS) besides ctg_out_1, ctg_out_2 and bin_out."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    unknown = set(batch_outputs) - set(BATCH_OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown batch output(s) {', '.join(sorted(unknown))} (choose from {', '.join(BATCH_OUTPUTS)})")
     embedding = GatedLinearUnit(embedding_size, name="embedding") if embedding_size else None
     classifier = _classifier(num_classes, dropout)
     same_head = keras.layers.Dense(1, activation="sigmoid", name="bin_out") if mode == "multiloss" else None
-    centers = ClassCenters(num_classes, name="class_centers") if mode == "multiloss" else None
+    centers = ClassCenters(num_classes, name="class_centers") if mode == "multiloss" and "center_out" in batch_outputs else None
     image = keras.Input(tower.input_shape[1:], name="image_1")
     # BatchNorm stays in inference mode because unfreeze_last_blocks never unfreezes it.
     features = _embedded(embedding, tower(image, training=False))
-    training = _heads(mode, classifier, same_head, centers, image, features, f"siamdog_{mode}")
+    training = _heads(mode, classifier, same_head, centers, batch_outputs, image, features, f"siamdog_{mode}")
     image_classifier = keras.Model(image, classifier(features), name="siamdog_classifier")
     embedder = keras.Model(image, features, name="siamdog_embedder")
     same_class = _same_class_model(same_head, features.shape[-1]) if same_head is not None else None
-    return SiamdogModel(mode, tower, embedding, classifier, same_head, centers, training, image_classifier, embedder, same_class)
+    return SiamdogModel(
+        mode, tower, embedding, classifier, same_head, centers, training, image_classifier, embedder, same_class, tuple(batch_outputs)
+    )
 
 
 def _same_class_model(same_head: keras.layers.Layer, size: int) -> keras.Model:
@@ -224,5 +241,7 @@ def heads_of(model: SiamdogModel, tail: keras.Model | None = None) -> tuple[kera
     inputs = keras.Input(shape, name="cached")
     features = _embedded(model.embedding, tail(inputs, training=False) if tail is not None else inputs)
     cached_classifier = keras.Model(inputs, model.classifier(features), name="cached_classifier")
-    heads = _heads(model.mode, model.classifier, model.same_head, model.centers, inputs, features, f"{model.mode}_on_cache")
+    heads = _heads(
+        model.mode, model.classifier, model.same_head, model.centers, model.batch_outputs, inputs, features, f"{model.mode}_on_cache"
+    )
     return heads, cached_classifier

@@ -23,7 +23,7 @@ from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, get_backbone, resolve_weights, split_tower, unfreeze_last_blocks
-from siamdog.models.siamese import SiamdogModel, build_model, heads_of
+from siamdog.models.siamese import BATCH_OUTPUTS, OUTPUTS, SiamdogModel, build_model, heads_of
 from siamdog.similarity import calibrate_verification
 from siamdog.training.callbacks import (
     ClassifierValidation,
@@ -97,13 +97,19 @@ def train(
     selected = _select_stages(config, stages)
     check_settings(config, len(classes))
     seed_everything(config.seed)
-    model = build_model(config.mode, build_tower(config.backbone, config.weights, config.image_size), len(classes), config.dropout, config.embedding_size)
+    tower = build_tower(config.backbone, config.weights, config.image_size)
+    model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size, weighed_batch_outputs(config))
     if config.init_from is not None:
         start_from(model, config.init_from)
     run.root.mkdir(parents=True, exist_ok=True)
     with run_lock(run.lock):
         prepare_run(run, config, classes)
         return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
+
+
+def weighed_batch_outputs(config: TrainConfig) -> tuple[str, ...]:
+    """The batch-wide loss outputs that some stage gives a weight above 0."""
+    return tuple(name for name in BATCH_OUTPUTS if any(stage.loss_weights()[OUTPUTS[name].weight] > 0 for stage in config.stages))
 
 
 def check_settings(config: TrainConfig, num_classes: int) -> None:
@@ -280,7 +286,7 @@ def _run_stages(
         compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
         data, sampler_callbacks = batches, [EpochOrder(batches)]
         if config.mode == "multiloss":
-            data = PairedBatches(batches, config.pair_every, workers=workers)
+            data = PairedBatches(batches, config.pair_every, workers=workers, outputs=fit_model.output_names)
             sampler_callbacks.append(PositivePairFraction(data))
         stage_callbacks, checkpoint = _stage_callbacks(
             run, stage, config.stage_names(), model, val_classifier, val_batches, tensorboard_dir
