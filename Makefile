@@ -1,7 +1,7 @@
 # siamdog: `make demo` and `make test` are all a newcomer needs. Paths are variables:
 #   make organize SRC=photos/ [LABELS=labels.csv] DST=data [TEST=0.2]
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
-#   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid
+#   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid [EVAL_TRAIN=data/train]
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
 #   make bench-ablation               (needs ../shared; see bench/ablation.py)
 PYTHON ?= python3
@@ -20,6 +20,7 @@ CONFIG ?= configs/default.yaml
 TRAIN_ARGS ?=
 MODEL ?= $(RUN)
 EVAL_DATA ?= $(DATA)/valid
+EVAL_TRAIN ?=
 DEMO ?= build/demo
 PYTEST_ARGS ?=
 PROFILE ?= cpu
@@ -42,14 +43,14 @@ train: install
 	$(BIN)/siamdog train --data "$(DATA)" --run "$(RUN)" --config "$(CONFIG)" $(TRAIN_ARGS)
 
 evaluate: install
-	$(BIN)/python tools/evaluate.py --model "$(MODEL)" --data "$(EVAL_DATA)"
+	$(BIN)/python tools/evaluate.py --model "$(MODEL)" --data "$(EVAL_DATA)" $(if $(EVAL_TRAIN),--train-data "$(EVAL_TRAIN)")
 
 demo: install
 	rm -rf "$(DEMO)"
 	$(BIN)/siamdog demo-data "$(DEMO)/raw" --test "$(DEMO)/test"
 	$(BIN)/siamdog organize "$(DEMO)/raw" "$(DEMO)/data"
 	$(BIN)/siamdog train --data "$(DEMO)/data" --run "$(DEMO)/run" --config configs/demo.yaml
-	$(BIN)/python tools/evaluate.py --model "$(DEMO)/run" --data "$(DEMO)/test"
+	$(BIN)/python tools/evaluate.py --model "$(DEMO)/run" --data "$(DEMO)/test" --train-data "$(DEMO)/data/train"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -81,7 +81,7 @@ def _evaluate(args) -> int:
     class_map = read_class_map(args.class_map) if args.class_map else None
     result = evaluate(
         args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
-        tta=args.tta, class_map=class_map,
+        tta=args.tta, class_map=class_map, train_dir=args.train_data,
     )
     print(result.summary())
     print()
@@ -228,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", required=True, help="run folder or .keras file (with classes.txt beside it)")
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder of class folders, e.g. DATA/valid")
-            p.add_argument("--out", help="folder for predictions.csv and confusion_matrix.png (default: RUN/evaluation)")
+            p.add_argument("--out", help="folder for report.html, predictions.csv, confusion_matrix.png and metrics.json (default: RUN/evaluation)")
             p.add_argument("--class-map", help="two-column file, folder,class: the model class of folders named otherwise")
+            p.add_argument("--train-data", help="the run's training folder (e.g. DATA/train): also scored, to list likely label errors in report.html")
             p.set_defaults(handler=_evaluate)
         else:
             p.add_argument("--images", required=True, help="folder of images")

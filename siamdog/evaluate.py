@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix, top_k_accuracy_score
+from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 from tqdm import tqdm
 
 from siamdog.data.batches import index_class_folders, list_classes
@@ -20,6 +20,7 @@ from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
 from siamdog.inference import predict_images
 from siamdog.plots import plot_confusion_matrix
+from siamdog.report import ReportInputs, ScoredImages, write_report
 from siamdog.training.run_folder import RunPaths
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,54 @@ class Evaluation:
         return "\n".join(lines)
 
 
+def score_folder(
+    classifier: keras.Model,
+    classes: list[str],
+    data_dir: Path,
+    class_map: dict[str, str],
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+    progress: bool,
+    tta: bool,
+) -> tuple[ScoredImages, int, list[str]]:
+    """The readable images of `data_dir/<class>/` with their labels and probabilities, the
+    count of unreadable ones, and the folders of classes the model does not know."""
+    try:
+        folders, folder_labels, unknown = match_folders(list_classes(data_dir), classes, class_map)
+    except ValueError as e:
+        raise SiamdogError(f"class map: {e}") from None
+    filenames, by_folder = index_class_folders(data_dir, folders)
+    labels = np.asarray(folder_labels, dtype=np.int64)[by_folder]
+    if unknown:
+        log.warning("%s: ignoring %d folder(s) of classes the model does not know: %s", data_dir, len(unknown), ", ".join(unknown))
+    if not filenames:
+        raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes (map other names with --class-map)")
+    probabilities, readable = predict_files(
+        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, max_pixels, progress, tta
+    )
+    if not readable.any():
+        raise SiamdogError(f"{data_dir}: no readable image")
+    scored = ScoredImages(
+        root=str(data_dir),
+        filenames=[f for f, ok in zip(filenames, readable) if ok],
+        labels=labels[readable],
+        probabilities=probabilities[readable],
+    )
+    return scored, int((~readable).sum()), unknown
+
+
+def write_predictions(path: Path, images: ScoredImages, classes: list[str]) -> None:
+    """One line per image: its given class, the predicted one and its probability, and the
+    probability of the given class."""
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "true", "predicted", "probability", "correct", "probability_of_true"])
+        for name, true, probs in zip(images.filenames, images.labels, images.probabilities):
+            best = int(probs.argmax())
+            writer.writerow([name, classes[true], classes[best], f"{probs[best]:.4f}", int(best == true), f"{probs[true]:.4f}"])
+
+
 def evaluate(
     model: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -125,59 +174,52 @@ def evaluate(
     progress: bool = True,
     tta: bool = False,
     class_map: dict[str, str] | None = None,
+    train_dir: str | os.PathLike | None = None,
 ) -> Evaluation:
     """Score the classifier on `data_dir/<class>/` images; write predictions.csv,
-    confusion_matrix.png and metrics.json into `out_dir` (default: `evaluation/` beside the model).
+    confusion_matrix.png, metrics.json and report.html into `out_dir` (default: `evaluation/`
+    beside the model).
 
     `class_map` names the model class of folders named otherwise (see parse_class_map).
+    `train_dir` (the run's training folder) is scored too, for the report's label-error
+    candidates; its predictions go to train_predictions.csv.
     """
     classifier, classes, model_file = load_classifier(model)
-    data_dir = Path(data_dir)
-    try:
-        folders, folder_labels, unknown = match_folders(list_classes(data_dir), classes, class_map or {})
-    except ValueError as e:
-        raise SiamdogError(f"class map: {e}") from None
-    filenames, by_folder = index_class_folders(data_dir, folders)
-    labels = np.asarray(folder_labels, dtype=np.int64)[by_folder]
-    if unknown:
-        log.warning("ignoring %d folder(s) of classes the model does not know: %s", len(unknown), ", ".join(unknown))
-    if not filenames:
-        raise SiamdogError(f"{data_dir}: no images in folders named after the model's classes (map other names with --class-map)")
-    probabilities, readable = predict_files(
-        classifier, [str(data_dir / f) for f in filenames], batch_size, workers, max_pixels, progress, tta
-    )
-    if not readable.any():
-        raise SiamdogError(f"{data_dir}: no readable image")
-    probabilities, labels = probabilities[readable], labels[readable]
-    filenames = [f for f, ok in zip(filenames, readable) if ok]
-    predicted = probabilities.argmax(axis=1)
+    options = dict(class_map=class_map or {}, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress, tta=tta)
+    test, skipped, unknown = score_folder(classifier, classes, Path(data_dir), **options)
+    training = score_folder(classifier, classes, Path(train_dir), **options)[0] if train_dir is not None else None
+    predicted = test.probabilities.argmax(axis=1)
     everything = np.arange(len(classes))
     # With five classes or fewer the true class is always among the top five.
-    top5 = top_k_accuracy_score(labels, probabilities, k=5, labels=everything) if len(classes) > 5 else 1.0
+    top5 = top_k_accuracy_score(test.labels, test.probabilities, k=5, labels=everything) if len(classes) > 5 else 1.0
     report = classification_report(
-        labels, predicted, labels=everything, target_names=classes, digits=3, zero_division=0
+        test.labels, predicted, labels=everything, target_names=classes, digits=3, zero_division=0
     )
     result = Evaluation(
-        top1_error=float(np.mean(predicted != labels)),
+        top1_error=float(np.mean(predicted != test.labels)),
         top5_error=float(1.0 - top5),
-        count=len(labels),
+        count=len(test.labels),
         report=report,
         num_classes=len(classes),
-        skipped=int((~readable).sum()),
+        skipped=skipped,
         unknown_classes=unknown,
         verification=read_json(RunPaths(model_file.parent).verification),
     )
     out_dir = Path(out_dir) if out_dir is not None else model_file.parent / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "predictions.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "true", "predicted", "probability", "correct"])
-        for name, true, probs in zip(filenames, labels, probabilities):
-            best = int(probs.argmax())
-            writer.writerow([name, classes[true], classes[best], f"{probs[best]:.4f}", int(best == true)])
-    plot_confusion_matrix(confusion_matrix(labels, predicted, labels=everything), classes, out_dir / "confusion_matrix.png")
+    write_predictions(out_dir / "predictions.csv", test, classes)
+    if training is not None:
+        write_predictions(out_dir / "train_predictions.csv", training, classes)
+    matrix = confusion_matrix(test.labels, predicted, labels=everything)
+    plot_confusion_matrix(matrix, classes, out_dir / "confusion_matrix.png")
     metrics = {k: v for k, v in dataclasses.asdict(result).items() if k != "report"}
     write_json(str(out_dir / "metrics.json"), {**metrics, "model": str(model_file), "data": str(data_dir), "tta": tta})
+    precision, recall, _, _ = precision_recall_fscore_support(test.labels, predicted, labels=everything, zero_division=0)
+    write_report(out_dir / "report.html", ReportInputs(
+        title=f"siamdog evaluation of {model_file.parent.name}/{model_file.name} on {Path(data_dir).name}",
+        headline=[*result.summary().splitlines(), f"model: {model_file}", f"data: {data_dir}" + (" (with TTA)" if tta else "")],
+        classes=classes, matrix=matrix, precision=precision, recall=recall, test=test, training=training,
+    ))
     return result
 
 

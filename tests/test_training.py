@@ -64,12 +64,58 @@ def test_evaluate_cli_prints_the_headline_first_and_writes_files(trained_run, de
     assert any(line.startswith("same-class head, on") and "pairs of the valid split" in line for line in lines)
     with open(tmp_path / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 32 and set(rows[0]) == {"image", "true", "predicted", "probability", "correct"}
+    assert len(rows) == 32 and set(rows[0]) == {"image", "true", "predicted", "probability", "correct", "probability_of_true"}
     error = 1 - sum(int(r["correct"]) for r in rows) / len(rows)
     assert lines[0].startswith(f"top-1 error: {error:.4f}")
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["top1_error"] == pytest.approx(error) and metrics["count"] == 32
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [  # headless as root, and no calls home on a machine without a network
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def test_the_report_renders_its_tables_and_images_in_a_browser(trained_run, demo, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian package chromium; .ci/run installs it)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="needs playwright (the test extra)")
+    from siamdog.report import least_likely_labels
+
+    evaluate(trained_run, demo / "test", out_dir=tmp_path, progress=False, train_dir=demo / "data" / "train")
+    with open(tmp_path / "train_predictions.csv", newline="") as f:
+        training = list(csv.DictReader(f))
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        wrong = sum(1 for row in csv.DictReader(f) if row["correct"] == "0")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((tmp_path / "report.html").as_uri())
+        images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        assert images and all(done and width > 0 and height > 0 for done, width, height in images), "every thumbnail decodes"
+        assert page.locator(".errors img").count() == min(wrong, 24)
+        candidates = page.locator(".label-candidates figure")
+        assert candidates.count() == min(len(training), 24)
+        for table, rows in (("table.per-class", NUM_CLASSES + 1), ("table.confusion", NUM_CLASSES + 1)):
+            assert page.locator(f"{table} tr").count() == rows
+            assert page.locator(f"{table} tr").last.bounding_box()["height"] > 0, f"{table} is laid out"
+        assert page.get_by_text("top-1 error:").is_visible()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        first = candidates.first
+        rendered = cv2.imdecode(np.frombuffer(first.locator("img").screenshot(), np.uint8), cv2.IMREAD_COLOR)
+        browser.close()
+    screenshot = cv2.imread(str(tmp_path / "report.png"))
+    assert screenshot.shape[1] == 1280 and screenshot.shape[0] > 900, "the full page, taller than the window"
+    assert screenshot.std() > 20, "the page shows more than a blank background"
+    # The first candidate as the browser drew it looks like its photo: the training image with
+    # the least likely label, whose colours the thumbnail must carry.
+    probabilities = np.array([[float(row["probability_of_true"])] for row in training])
+    least = training[int(least_likely_labels(probabilities, np.zeros(len(training), dtype=int), 1)[0])]
+    photo = cv2.imread(str(demo / "data" / "train" / least["image"]))
+    assert rendered.shape[0] > 100 and np.abs(rendered.mean(axis=(0, 1)) - photo.mean(axis=(0, 1))).max() < 12
 
 
 def test_evaluate_scores_folders_named_otherwise_through_a_class_map(trained_run, demo, tmp_path, capsys):
