@@ -63,6 +63,7 @@ bench-scale: install
 
 bench-speed: install
 	$(BIN)/python bench/speed.py --image-size 299 --batch-size 32
+	$(BIN)/python bench/frozen_pass.py --image-size 299
 
 # Quality on held-out real photos (bench/configs/$(PROFILE).yaml), over seeds, after bench-speed.
 bench: bench-speed

@@ -64,23 +64,30 @@ class Bench:
         from siamdog.data.augment import Augmentation
         from siamdog.training.feature_cache import stage_inputs
 
+        from siamdog.training.front_engines import FrontEngine
+
         front_blocks = max(s.trainable_blocks for s in config.stages)
         batches = self.batches(split, config)
         augmentation = Augmentation(**dataclasses.asdict(config.augment))
         cut = front_blocks if blocks is None else blocks
-        return stage_inputs(tower, config.backbone, front_blocks, cut, batches, views, augmentation, config.seed), batches.classes
+        # As in the trainer, only the training pass runs on the configured engine: valid and
+        # test go through the Keras front that evaluate and predict run.
+        engine = FrontEngine(config.front_engine, calibration=batches) if split == "train" else FrontEngine()
+        return stage_inputs(tower, config.backbone, front_blocks, cut, batches, views, augmentation, config.seed, engine=engine), batches.classes
 
     def passes(self, config) -> dict:
         """Make (or find) the cached passes a run of `config` and its scoring need; the seconds
         they took when they were made (kept in the cache folder, since later runs only read them)."""
         from siamdog.models.backbones import build_tower
 
-        tower = build_tower(config.backbone, config.weights, config.image_size)
+        tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
         record = self.data / ".siamdog-cache" / "pass-seconds.json"
         made = json.loads(record.read_text()) if record.is_file() else {}
         seconds = {}
         for split, views in (("train", max(config.feature_cache_views, 1)), ("valid", 1), ("test", TEST_VIEWS)):
             key = f"{config.backbone}-{config.image_size}px-{views}views-{max(s.trainable_blocks for s in config.stages)}blocks-{split}"
+            if split == "train" and config.front_engine != "keras":
+                key += f"-{config.front_engine}"
             started = time.monotonic()
             self.inputs(tower, config, split, views)
             self.inputs(tower, config, split, views, blocks=0)  # pooled features: heads and the probe
@@ -98,7 +105,7 @@ class Bench:
         from siamdog.models.siamese import build_model, heads_of
 
         config = load_config(run / "config.yaml")
-        tower = build_tower(config.backbone, config.weights, config.image_size)
+        tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
         model = build_model(config.mode, tower, len(self.classes), config.dropout, config.embedding_size)
         model.image_classifier.load_weights(run / "best.keras")
         # The tower is ImageNet's up to the blocks that the stage which made best.keras trained:
@@ -151,7 +158,7 @@ def linear_probe(bench: Bench, config, seed: int, tta: bool = True) -> tuple[np.
 
     from siamdog.models.backbones import build_tower
 
-    tower = build_tower(config.backbone, config.weights, config.image_size)
+    tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
     train_x, train_y = bench.inputs(tower, config, "train", max(config.feature_cache_views, 1), blocks=0)
     test_x, test_y = bench.inputs(tower, config, "test", TEST_VIEWS, blocks=0)
     started = time.monotonic()

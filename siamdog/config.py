@@ -107,6 +107,17 @@ class TrainConfig:
     # image where they augment (1: as is, 2: plus its mirror, more: plus seeded augmentations of
     # the `augment` settings) and the image as is where they do not.
     feature_cache_views: Annotated[int, Field(ge=0)] = 0
+    # What runs that front for the cache (siamdog.training.front_engines): "keras", or OpenVINO
+    # in float32 ("openvino") or int8 ("openvino_int8", about 3x faster on a CPU). The saved
+    # model is Keras float32 whichever runs the pass.
+    front_engine: Literal["keras", "openvino", "openvino_int8"] = "keras"
+    # The tower's precision (its variables stay float32; the heads compute in float32):
+    # "mixed_bfloat16" for CPUs with AVX-512 BF16, TPUs and recent GPUs, "mixed_float16" for
+    # GPUs (with dynamic loss scaling). See bench/README.md for what each gives on a CPU.
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    # "data_parallel": the model on every local device (GPUs, else logical CPU devices), each
+    # batch split between them; batch_size is the global batch (siamdog.training.distribution).
+    distribution: Literal["none", "data_parallel"] = "none"
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     stages: list[StageConfig] = dataclasses.field(default_factory=default_stages)
 

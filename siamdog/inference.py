@@ -16,9 +16,28 @@ def image_views(images: np.ndarray, tta: bool) -> list[np.ndarray]:
     return [images, images[:, :, ::-1]] if tta else [images]
 
 
+def predict_batch(model, inputs) -> np.ndarray:
+    """The model's outputs for one batch, as a NumPy array."""
+    if _in_tensorflow_strategy():
+        # Under a MirroredStrategy, Keras's predict_on_batch runs the whole batch on every
+        # replica and returns the copies one after another; a plain call computes it once.
+        return np.asarray(model(inputs, training=False))
+    return np.asarray(model.predict_on_batch(inputs))
+
+
+def _in_tensorflow_strategy() -> bool:
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 def predict_images(model, images: np.ndarray, tta: bool = False) -> np.ndarray:
     """Class probabilities for one batch, averaged over its TTA views."""
-    return np.mean([np.asarray(model.predict_on_batch(view)) for view in image_views(images, tta)], axis=0)
+    return np.mean([predict_batch(model, view) for view in image_views(images, tta)], axis=0)
 
 
 def predict_batches(model, batches, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ from siamdog.data.features import FeatureBatches
 from siamdog.models.backbones import build_tower, split_tower, tower_between
 from siamdog.models.siamese import build_model, heads_of
 from siamdog.training.feature_cache import cached_outputs, stage_inputs, view_batch, weights_digest
+from siamdog.errors import SiamdogError
+from siamdog.training.front_engines import FrontEngine
 from siamdog.training.trainer import train
 from tests.conftest import make_class_folders, read_history, tiny_config
 
@@ -133,9 +135,9 @@ def test_models_on_cached_inputs_share_the_models_layers(tower, mode, blocks):
         dense.kernel.assign(dense.kernel + 1.0)
 
 
-def test_cached_stages_learn_and_resume(demo, tmp_path):
+def test_cached_stages_learn_and_resume_on_the_int8_front(demo, tmp_path):
     run = tmp_path / "run"
-    config = tiny_config(feature_cache_views=2)
+    config = tiny_config(feature_cache_views=2, front_engine="openvino_int8")
 
     class StopInHeads(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -154,6 +156,8 @@ def test_cached_stages_learn_and_resume(demo, tmp_path):
     model = keras.saving.load_model(run / "best.keras")
     assert len(model.inputs) == 1 and model.input_shape == (None, 71, 71, 3), "the saved model takes images"
     assert state["best"]["val_accuracy"] >= 0.75, "chance is 0.25"
+    with pytest.raises(SiamdogError, match="needs feature_cache_views"):
+        train(demo / "data", tmp_path / "other", tiny_config(front_engine="openvino"), verbose=0)
 
 
 @pytest.mark.parametrize("sampler_kind", ["shuffled", "class_balanced"])
@@ -176,3 +180,22 @@ def test_cached_and_uncached_batches_make_the_same_pairs(tmp_path, sampler_kind)
     assert fractions[0] == fractions[1]
     if sampler_kind == "shuffled":
         assert fractions[1] < 0.5, "with 6 classes most neighbour pairs are negative"
+
+
+def test_openvino_engines_run_the_front_pass_and_are_cached_apart_from_keras(tower, tmp_path):
+    folders = make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 3}, size=(30, 30))
+    batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
+    cache = tmp_path / "data" / ".siamdog-cache"
+    by_keras = np.asarray(cached_outputs(tower, batches, 2, Augmentation(), progress=False))
+    by_openvino = np.asarray(cached_outputs(tower, batches, 2, Augmentation(), progress=False, engine=FrontEngine("openvino")))
+    np.testing.assert_allclose(by_openvino, by_keras, rtol=1e-3, atol=1e-4 * np.abs(by_keras).max())
+    int8 = FrontEngine("openvino_int8", calibration=batches, calibration_images=4)
+    by_int8 = np.asarray(cached_outputs(tower, batches, 2, Augmentation(), progress=False, engine=int8))
+    assert len(list(cache.glob("*.npy"))) == 3, "each engine's numbers are a pass of their own"
+    assert not np.array_equal(by_int8, by_keras)
+    assert np.corrcoef(by_int8.ravel(), by_keras.ravel())[0, 1] > 0.95, "int8 keeps the features"
+    again = cached_outputs(tower, batches, 2, Augmentation(), progress=False, engine=FrontEngine("openvino_int8", calibration=batches, calibration_images=4))
+    assert np.array_equal(np.asarray(again), by_int8) and len(list(cache.glob("*.npy"))) == 3
+    with pytest.raises(SiamdogError, match="unknown front_engine"):
+        FrontEngine("tensorrt")
+

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from siamdog.errors import SiamdogError
-from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, unfreeze_last_blocks
+from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, tower_between, unfreeze_last_blocks
 from siamdog.data.pairing import pair_targets
 from siamdog.models.siamese import build_model, heads_of
 from siamdog.training.stages import compile_stage
@@ -233,3 +233,19 @@ def test_a_model_has_only_the_batch_outputs_its_stages_weigh(tower):
     assert parts.training.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "center_out"]
     assert heads_of(parts)[0].output_names == parts.training.output_names
     assert build_model("multiloss", tower, num_classes=3, batch_outputs=()).centers is None
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_tower_feeds_float32_heads(precision):
+    tower = build_tower("xception", "none", 71, precision)
+    assert keras.config.dtype_policy().name == "float32", "the global policy is back"
+    assert tower.get_layer("base").layers[1].compute_dtype == precision.removeprefix("mixed_")
+    assert tower.get_layer("base").layers[1].variable_dtype == "float32"
+    model = build_model("multiloss", tower, 3)
+    image = np.full((2, 71, 71, 3), 100.0, "float32")
+    probabilities = model.image_classifier.predict_on_batch(image)
+    assert probabilities.dtype == np.float32 and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    front = tower_between(tower, "xception", None, 2)
+    assert front.dtype_policy.name == precision, "a part computes in its tower's precision"
+    with pytest.raises(SiamdogError, match="unknown precision"):
+        build_tower("xception", "none", 71, "float8")

@@ -324,3 +324,16 @@ def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     validation.Reload()
     accuracies = [float(tf_value(e)) for e in validation.Tensors("epoch_accuracy")]
     assert accuracies == pytest.approx([float(r["val_accuracy"]) for r in rows])
+
+
+def test_a_mixed_bfloat16_run_fine_tunes_and_saves_a_model_that_evaluates(demo, tmp_path):
+    stages = [{**STAGES[1], "epochs": 1}]  # the last blocks and the heads train, in one epoch
+    state = train(demo / "data", tmp_path / "run", tiny_config(precision="mixed_bfloat16", stages=stages), workers=2, verbose=0)
+    assert set(state["completed"]) == {"finetune"}
+    assert keras.config.dtype_policy().name == "float32", "training leaves the global policy as it was"
+    assert np.isfinite(float(read_history(tmp_path / "run", "finetune")[0]["loss"]))
+    model = keras.saving.load_model(tmp_path / "run" / "best.keras")
+    base = model.get_layer("xception_tower").get_layer("base")
+    assert {layer.compute_dtype for layer in base.layers if layer.weights} == {"bfloat16"}
+    result = evaluate(tmp_path / "run", demo / "test", out_dir=tmp_path / "eval", progress=False)
+    assert result.count == NUM_CLASSES * 8 and 0 <= result.top1_error <= 1

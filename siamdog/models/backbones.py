@@ -1,6 +1,7 @@
 """The backbone registry: which `keras.applications` network a tower is built from, how its
 pixels are preprocessed, and where its last blocks begin (for staged fine-tuning)."""
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -66,14 +67,39 @@ def resolve_weights(weights: str | None) -> str | None:
     return str(weights)
 
 
-def build_tower(backbone: str, weights: str | None, image_size: int) -> keras.Model:
+# The precision of a tower's computations: its variables stay float32 in every case.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers made inside compute in `name` (a Keras dtype policy); the previous global policy
+    is back afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_tower(backbone: str, weights: str | None, image_size: int, precision: str = "float32") -> keras.Model:
     """RGB pixels in [0, 255] -> pooled features: preprocessing + a headless, avg-pooled backbone.
 
     The backbone is the tower's layer named "base"; `unfreeze_last_blocks` works on it.
+    `precision` (see PRECISIONS) is the tower's: mixed precision pays where the compute is, so
+    the heads built on it stay float32 and read its features cast back to float32.
     """
     spec = get_backbone(backbone)
     if image_size < spec.min_size:
         raise SiamdogError(f"image size {image_size} is too small for {backbone} (minimum {spec.min_size})")
+    if precision not in PRECISIONS:
+        raise SiamdogError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    with dtype_policy(precision):
+        return _build_tower(spec, backbone, weights, image_size)
+
+
+def _build_tower(spec, backbone: str, weights: str | None, image_size: int) -> keras.Model:
     resolved = resolve_weights(weights)
     shape = (image_size, image_size, 3)
     if resolved in (None, "imagenet"):
@@ -115,6 +141,11 @@ def tower_between(tower: keras.Model, backbone: str, start: int | None, end: int
     preprocessing included) to where its last `end` blocks begin (0: the pooled features).
     It shares the tower's layers.
     """
+    with dtype_policy(tower.dtype_policy.name):  # a part computes in its tower's precision
+        return _tower_between(tower, backbone, start, end)
+
+
+def _tower_between(tower: keras.Model, backbone: str, start: int | None, end: int) -> keras.Model:
     base = tower.get_layer("base")
     end_tensor = _checked_tail_input(base, backbone, end) if end else base.output
     if start is None:

@@ -28,7 +28,9 @@ from tqdm import tqdm
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches
 from siamdog.files import replace_atomically
+from siamdog.inference import predict_batch
 from siamdog.models.backbones import tower_between
+from siamdog.training.front_engines import FrontEngine
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,13 @@ def weights_digest(model: keras.Model) -> str:
     for weight in model.weights:
         digest.update(np.asarray(weight).tobytes())
     return digest.hexdigest()
+
+
+def precision_key(model: keras.Model) -> dict:
+    """The precision a part computes in, where it is not float32 (float32 passes keep the
+    names they had before precision was a setting)."""
+    policy = model.dtype_policy.name
+    return {} if policy == "float32" else {"precision": policy}
 
 
 def cache_path(batches: DirectoryBatches, front_key: dict, views: int) -> Path:
@@ -86,24 +95,28 @@ def cached_outputs(
     seed: int = 0,
     dtype: str = "float32",
     progress: bool = True,
+    engine: FrontEngine | None = None,
 ) -> np.ndarray:
     """`front`'s outputs for every view of every image, shape (views, samples, ...), in the
-    (unshuffled) order of `batches`: read from the cache, or computed once and stored."""
+    (unshuffled) order of `batches`: read from the cache, or computed once (run by `engine`,
+    Keras by default) and stored."""
+    engine = engine or FrontEngine()
     if batches.shuffle or batches.augmentation is not None:
         raise ValueError("the cache pass needs unshuffled, unaugmented batches")
     # Views 0 and 1 (as is, mirrored) depend on neither the seed nor the augmentation settings,
     # so runs with other seeds share that pass.
     augmented = {"seed": seed, "augmentation": dataclasses.asdict(augmentation)} if views > 2 else {}
-    front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, **augmented}
+    front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, **augmented, **engine.key, **precision_key(front)}
 
     def fill(out):
+        run = engine.runner(front)
         with tqdm(total=views * batches.samples, desc=f"{front.name} pass ({views} view(s))", unit="img", disable=not progress) as bar:
             for i in range(len(batches)):
                 images, _ = batches[i]
                 start = i * batches.batch_size
                 for view in range(views):
                     batch = view_batch(images, view, augmentation, np.random.default_rng([seed, view, i]))
-                    out[view, start : start + len(images)] = np.asarray(front.predict_on_batch(batch))
+                    out[view, start : start + len(images)] = run(batch)
                     bar.update(len(images))
 
     shape = (views, batches.samples, *front.output_shape[1:])
@@ -115,7 +128,7 @@ def cached_mapping(
 ) -> np.ndarray:
     """`part`'s outputs for every row of a cached array `inputs` (views, samples, ...), stored
     beside it and named by it and by `part`'s weights."""
-    key = json.dumps({"weights": weights_digest(part), "output": list(part.output_shape[1:]), "dtype": dtype})
+    key = json.dumps({"weights": weights_digest(part), "output": list(part.output_shape[1:]), "dtype": dtype, **precision_key(part)})
     source = Path(inputs.filename)
     path = source.with_name(f"{source.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npy")
     views, samples = inputs.shape[:2]
@@ -125,7 +138,7 @@ def cached_mapping(
             for view in range(views):
                 for start in range(0, samples, batch_size):
                     rows = inputs[view, start : start + batch_size].astype(np.float32)
-                    out[view, start : start + len(rows)] = np.asarray(part.predict_on_batch(rows))
+                    out[view, start : start + len(rows)] = predict_batch(part, rows)
                     bar.update(len(rows))
 
     return _stored(path, (views, samples, *part.output_shape[1:]), dtype, fill)
@@ -141,16 +154,17 @@ def stage_inputs(
     augmentation: Augmentation,
     seed: int = 0,
     progress: bool = True,
+    engine: FrontEngine | None = None,
 ) -> np.ndarray:
     """The cached inputs of a stage that trains the last `blocks` blocks, shape (views, samples,
     ...): the activations where those blocks begin (pooled features for 0), from one pass of
     the front that stops where the last `front_blocks` blocks begin (front_blocks >= blocks),
-    mapped through the frozen blocks between if there are any."""
+    mapped through the frozen blocks between if there are any. `engine` runs the front."""
     def dtype(cut):  # pooled features are small; activations are not
         return "float16" if cut else "float32"
 
     front = tower_between(tower, backbone, None, front_blocks)
-    activations = cached_outputs(front, batches, views, augmentation, seed, dtype(front_blocks), progress)
+    activations = cached_outputs(front, batches, views, augmentation, seed, dtype(front_blocks), progress, engine)
     if blocks == front_blocks:
         return activations
     middle = tower_between(tower, backbone, front_blocks, blocks)

@@ -34,6 +34,8 @@ from siamdog.training.callbacks import (
 )
 from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
 from siamdog.training.feature_cache import stage_inputs
+from siamdog.training.distribution import distributed, loader_workers
+from siamdog.training.front_engines import FrontEngine
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
 from siamdog.training.stages import compile_stage, make_optimizer
 
@@ -97,14 +99,15 @@ def train(
     selected = _select_stages(config, stages)
     check_settings(config, len(classes))
     seed_everything(config.seed)
-    tower = build_tower(config.backbone, config.weights, config.image_size)
-    model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size, weighed_batch_outputs(config))
-    if config.init_from is not None:
-        start_from(model, config.init_from)
-    run.root.mkdir(parents=True, exist_ok=True)
-    with run_lock(run.lock):
-        prepare_run(run, config, classes)
-        return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
+    with distributed(config.distribution, config.batch_size, config.mode):
+        tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
+        model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size, weighed_batch_outputs(config))
+        if config.init_from is not None:
+            start_from(model, config.init_from)
+        run.root.mkdir(parents=True, exist_ok=True)
+        with run_lock(run.lock):
+            prepare_run(run, config, classes)
+            return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
 
 
 def weighed_batch_outputs(config: TrainConfig) -> tuple[str, ...]:
@@ -127,6 +130,8 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
         raise SiamdogError(
             f"batch_size {config.batch_size}: the multi-loss model pairs images within a batch, so a batch needs at least 2 (or use mode softmax)"
         )
+    if config.front_engine != "keras" and not config.feature_cache_views:
+        raise SiamdogError(f"front_engine {config.front_engine}: runs the cached pass, so it needs feature_cache_views >= 1")
     if config.sampler == "class_balanced":
         try:
             check_class_balanced(config.batch_size, config.images_per_class, num_classes)
@@ -217,13 +222,17 @@ def _stage_data(
         front_blocks = max(s.trainable_blocks for s in config.stages)
         plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
 
-        def inputs(batches, views):
+        def inputs(batches, views, engine):
             return stage_inputs(
-                tower, config.backbone, front_blocks, stage.trainable_blocks, batches, views, augmentation, config.seed
+                tower, config.backbone, front_blocks, stage.trainable_blocks, batches, views, augmentation, config.seed,
+                engine=engine,
             )
 
-        train_cache = inputs(plain, config.feature_cache_views)[: None if stage.augment else 1]
-        valid_cache = inputs(valid, 1)
+        # The training pass runs on the configured engine; the valid pass on the Keras front
+        # that evaluate and predict run, so that model selection sees the saved model's numbers.
+        train_cache = inputs(plain, config.feature_cache_views, FrontEngine(config.front_engine, calibration=plain))
+        train_cache = train_cache[: None if stage.augment else 1]
+        valid_cache = inputs(valid, 1, FrontEngine())
         _, tail = split_tower(tower, config.backbone, stage.trainable_blocks)
         fit_model, cached_classifier = heads_of(model, tail)
         return (
@@ -238,7 +247,7 @@ def _stage_data(
         config.batch_size,
         augmentation=augmentation if stage.augment else None,
         classes=classes,
-        workers=1 if config.mode == "multiloss" else workers,
+        workers=1 if config.mode == "multiloss" else loader_workers(config.distribution, workers),
         **sampling,
     )
     return model.training, batches, model.image_classifier, valid
@@ -283,6 +292,8 @@ def _run_stages(
             stage, index, config, model, train_dir, valid, classes, augmentation, workers
         )
         optimizer = make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum)
+        if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
         data, sampler_callbacks = batches, [EpochOrder(batches)]
         if config.mode == "multiloss":
