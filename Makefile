@@ -4,6 +4,7 @@
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid [EVAL_TRAIN=data/train]
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
 #   make bench-ablation               (needs ../shared; see bench/ablation.py)
+#   make test-backends                (the end-to-end run under JAX and PyTorch)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,7 +26,7 @@ DEMO ?= build/demo
 PYTEST_ARGS ?=
 PROFILE ?= cpu
 
-.PHONY: install organize train evaluate demo test clean bench bench-scale bench-speed bench-ablation
+.PHONY: install organize train evaluate demo test test-backends clean bench bench-scale bench-speed bench-ablation
 
 install: $(VENV)/.installed
 
@@ -54,6 +55,13 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The end-to-end run under KERAS_BACKEND=jax and torch, and data-parallel training on JAX.
+# torch==2.13.0 is the CPU build (an unpinned torch would pull a CUDA build of several GB).
+TORCH ?= torch==2.13.0
+test-backends: install
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pytest -m other_backends $(PYTEST_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

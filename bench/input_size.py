@@ -47,15 +47,15 @@ def subset(dogs: Path) -> tuple[list, list]:
     return train, held_out
 
 
-def pooled_features(dogs: Path, items: list, size: int, cache: Path) -> np.ndarray:
+def pooled_features(dogs: Path, items: list, size: int, cache: Path, precision: str = "float32") -> np.ndarray:
     from siamdog.data.images import load_image
     from siamdog.models.backbones import build_tower
 
     if cache.is_file():
         return np.load(cache)
-    tower = build_tower("xception", str(SHARED / "weights" / "xception_imagenet_notop.weights.h5"), size)
+    tower = build_tower("xception", str(SHARED / "weights" / "xception_imagenet_notop.weights.h5"), size, precision)
     features = np.concatenate([
-        np.asarray(tower.predict_on_batch(np.stack([load_image(dogs / "train" / f"{i}.jpg", (size, size)) for i, _ in items[s : s + 32]]).astype(np.float32)))
+        np.asarray(tower.predict_on_batch(np.stack([load_image(dogs / "train" / f"{i}.jpg", (size, size)) for i, _ in items[s : s + 32]]).astype(np.float32)), dtype=np.float32)
         for s in range(0, len(items), 32)
     ])
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -63,19 +63,35 @@ def pooled_features(dogs: Path, items: list, size: int, cache: Path) -> np.ndarr
     return features
 
 
+def probe_model(train_x, train_y):
+    """A logistic regression on standardized features, fitted."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(train_x, train_y)
+
+
 def probe(train_x, train_y, test_x) -> np.ndarray:
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(train_x, train_y).predict(test_x)
+    return probe_model(train_x, train_y).predict(test_x)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[299, 400])
+def subset_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark on the subset: where features are kept, where results go."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--work", default=str(REPO / "build" / "bench" / "input-size"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
-    args = parser.parse_args()
+    return parser
+
+
+def shared_dogs() -> Path:
     dogs = SHARED / "data" / "dogs120"
     if not (dogs / "labels.csv").is_file():
         raise SystemExit(f"skipped: needs the shared dog photos at {dogs} (not present)")
+    return dogs
+
+
+def main() -> None:
+    parser = subset_parser(__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[299, 400])
+    args = parser.parse_args()
+    dogs = shared_dogs()
     train, held_out = subset(dogs)
     train_y, test_y = np.array([y for _, y in train]), np.array([y for _, y in held_out])
     results = {**header("input size"), "train_images": len(train), "held_out_images": len(held_out), "sizes": {}}

@@ -235,8 +235,8 @@ def test_a_model_has_only_the_batch_outputs_its_stages_weigh(tower):
     assert build_model("multiloss", tower, num_classes=3, batch_outputs=()).centers is None
 
 
-@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
-def test_a_mixed_precision_tower_feeds_float32_heads(precision):
+def test_a_mixed_precision_tower_feeds_float32_heads():
+    precision = "mixed_float16"  # mixed_bfloat16 trains in tests/test_training.py
     tower = build_tower("xception", "none", 71, precision)
     assert keras.config.dtype_policy().name == "float32", "the global policy is back"
     assert tower.get_layer("base").layers[1].compute_dtype == precision.removeprefix("mixed_")

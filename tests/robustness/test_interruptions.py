@@ -161,7 +161,7 @@ def test_training_interrupted_or_killed_in_a_stage_resumes_where_it_stopped(demo
 
 def test_a_damaged_epoch_checkpoint_falls_back_to_the_one_before(demo, tmp_path):
     run = tmp_path / "run"
-    config = tiny_config(stages=[{"name": "heads", "epochs": 2, "optimizer": "nadam", "learning_rate": 2e-3}])
+    config = tiny_config(mode="softmax", stages=[{"name": "heads", "epochs": 2, "optimizer": "nadam", "learning_rate": 2e-3}])
     with pytest.raises(KeyboardInterrupt):
         train(demo / "data", run, config, workers=2, verbose=0, callbacks=[InterruptOnce(run, stages_done=0, epoch=1)])
     latest = run / "backup" / "heads" / "latest.weights.h5"
