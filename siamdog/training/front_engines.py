@@ -25,6 +25,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from siamdog.data.batches import DirectoryBatches
 from siamdog.errors import SiamdogError
 from siamdog.inference import predict_batch
 
@@ -37,7 +38,7 @@ Runner = Callable[[np.ndarray], np.ndarray]  # a batch of RGB images -> the fron
 CALIBRATION_SEED = 0
 
 
-def calibration_batches(batches, images: int) -> list[np.ndarray]:
+def calibration_batches(batches: DirectoryBatches, images: int) -> list[np.ndarray]:
     """About `images` training images (whole batches, a seeded choice) as float32 arrays."""
     count = min(len(batches), math.ceil(images / batches.batch_size))
     chosen = np.sort(np.random.default_rng(CALIBRATION_SEED).choice(len(batches), count, replace=False))
@@ -85,7 +86,7 @@ class FrontEngine:
     unaugmented) is needed by `openvino_int8` only."""
 
     name: str = "keras"
-    calibration: object = None
+    calibration: DirectoryBatches | None = None
     calibration_images: int = 300
     _runners: dict = field(default_factory=dict, repr=False)
 
