@@ -9,8 +9,8 @@ All figures come from one process, so they compare as ratios (machines differ up
                 dense peak, in GFLOPS;
   forward       the whole Xception tower on an in-memory batch of 32: a `tf.function` (the
                 model alone), Keras `predict_on_batch`, Keras under the mixed_bfloat16 policy,
-                OpenVINO float32 and OpenVINO int8 (NNCF post-training quantization calibrated
-                on real training photos); images/s, GFLOPS (2 x multiply-adds per second) and
+                ONNX Runtime float32, OpenVINO float32 and OpenVINO int8 (NNCF post-training
+                quantization calibrated on real training photos); images/s, GFLOPS (2 x multiply-adds per second) and
                 the fraction of the float32 GEMM peak;
   cache pass    siamdog's feature-cache pass (decoding, resizing, the front to where the cpu
                 profile's last 2 blocks begin, storing) over real dogs120 training photos,
@@ -21,6 +21,7 @@ dense layers). Writes bench/results/frozen-pass-<size>px-<date>.json and .md.
 """
 
 import argparse
+import gc
 import os
 import shutil
 import sys
@@ -81,6 +82,18 @@ def multiply_adds(model: keras.Model) -> int:
     return int(total)
 
 
+def onnxruntime_runner(model: keras.Model, sample: np.ndarray):
+    """`model` exported to ONNX and run by ONNX Runtime (float32)."""
+    import onnxruntime
+
+    model.predict_on_batch(sample)  # the exporter needs a model that has been called
+    path = Path(tempfile.mkdtemp(prefix="frozen-pass-onnx-")) / "model.onnx"
+    model.export(str(path), format="onnx", verbose=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
 def images_per_second(run, batch: np.ndarray, repeats: int) -> float:
     run(batch)  # tracing, compilation, warm-up
     started = time.perf_counter()
@@ -111,23 +124,8 @@ def main() -> None:
     front = tower_between(tower, "xception", None, 2)
     macs = {"tower": multiply_adds(tower), "front": multiply_adds(front)}
     results["multiply_adds_g"] = {k: round(v / 1e9, 2) for k, v in macs.items()}
-    calibration = FrontEngine("openvino_int8", calibration=batches)
-    compiled = tf.function(lambda x: tower(x, training=False))
-    forward = {
-        "tf.function": lambda x: compiled(x).numpy(),
-        "keras predict_on_batch": lambda x: np.asarray(tower.predict_on_batch(x)),
-        "openvino float32": FrontEngine("openvino").runner(tower),
-        "openvino int8": calibration.runner(tower),
-    }
-    rates = {name: images_per_second(run, photos, args.repeats) for name, run in forward.items()}
-    tower_bf16 = build_tower("xception", str(WEIGHTS), size, precision="mixed_bfloat16")
-    rates["keras mixed_bfloat16"] = images_per_second(lambda x: np.asarray(tower_bf16.predict_on_batch(x)), photos, args.repeats)
-    results["forward"] = {
-        name: {"images_s": round(rate, 2), "gflops": round(2 * macs["tower"] * rate / 1e9, 1),
-               "of_float32_gemm_peak": round(2 * macs["tower"] * rate / 1e9 / peak, 3)}
-        for name, rate in rates.items()
-    }
-
+    # The cache passes come first, one engine at a time and each released before the next, so
+    # that no engine compiled for the forward section holds threads while a pass is timed.
     subset = Path(tempfile.mkdtemp(prefix="frozen-pass-"))
     try:
         for path in batches.filenames[:: max(1, len(batches.filenames) // args.pass_images)][: args.pass_images]:
@@ -142,9 +140,28 @@ def main() -> None:
             cached_outputs(front, subset_batches, 1, Augmentation(), dtype="float16", progress=False, engine=front_engine)
             rate = subset_batches.samples / (time.perf_counter() - started)
             passes[engine] = {"images_s": round(rate, 2), "of_float32_gemm_peak": round(2 * macs["front"] * rate / 1e9 / peak, 3)}
+            del front_engine
+            gc.collect()
         results["cache_pass"] = passes
     finally:
         shutil.rmtree(subset)
+
+    compiled = tf.function(lambda x: tower(x, training=False))
+    forward = {
+        "tf.function": lambda x: compiled(x).numpy(),
+        "keras predict_on_batch": lambda x: np.asarray(tower.predict_on_batch(x)),
+        "onnxruntime float32": onnxruntime_runner(tower, photos[:1]),
+        "openvino float32": FrontEngine("openvino").runner(tower),
+        "openvino int8": FrontEngine("openvino_int8", calibration=batches).runner(tower),
+    }
+    rates = {name: images_per_second(run, photos, args.repeats) for name, run in forward.items()}
+    tower_bf16 = build_tower("xception", str(WEIGHTS), size, precision="mixed_bfloat16")
+    rates["keras mixed_bfloat16"] = images_per_second(lambda x: np.asarray(tower_bf16.predict_on_batch(x)), photos, args.repeats)
+    results["forward"] = {
+        name: {"images_s": round(rate, 2), "gflops": round(2 * macs["tower"] * rate / 1e9, 1),
+               "of_float32_gemm_peak": round(2 * macs["tower"] * rate / 1e9 / peak, 3)}
+        for name, rate in rates.items()
+    }
 
     keras_rate = results["cache_pass"]["keras"]["images_s"]
     rows = [[name, v["images_s"], v["gflops"], v["of_float32_gemm_peak"]] for name, v in results["forward"].items()]

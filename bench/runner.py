@@ -63,7 +63,6 @@ class Bench:
         where the config's frozen front ends), and the labels, for `views` views of `split`."""
         from siamdog.data.augment import Augmentation
         from siamdog.training.feature_cache import stage_inputs
-
         from siamdog.training.front_engines import FrontEngine
 
         front_blocks = max(s.trainable_blocks for s in config.stages)

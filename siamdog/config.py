@@ -108,7 +108,7 @@ class TrainConfig:
     # the `augment` settings) and the image as is where they do not.
     feature_cache_views: Annotated[int, Field(ge=0)] = 0
     # What runs that front for the cache (siamdog.training.front_engines): "keras", or OpenVINO
-    # in float32 ("openvino") or int8 ("openvino_int8", 2.5x the Keras pass on 2 CPU cores). The saved
+    # in float32 ("openvino") or int8 ("openvino_int8", 2.5-3.2x the Keras pass on 2 CPU cores). The saved
     # model is Keras float32 whichever runs the pass.
     front_engine: Literal["keras", "openvino", "openvino_int8"] = "keras"
     # The tower's precision (its variables stay float32; the heads compute in float32):

@@ -26,6 +26,7 @@ from siamdog.data.pairing import best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import list_images, load_classifier, predict_files, resolve_model
 from siamdog.files import read_json, write_bytes, write_json
+from siamdog.inference import predict_batch
 from siamdog.training.run_folder import RunPaths
 
 DEFAULT_THRESHOLD = 0.5
@@ -119,9 +120,9 @@ def verify(run: str | os.PathLike, first: str, second: str, threshold: float | N
     same_class = load_same_class(run)
     size = tuple(classifier.input_shape[1:3])
     images = np.concatenate([_load_one(path, size, max_pixels) for path in (first, second)])
-    features = np.asarray(embedder.predict_on_batch(images))
-    probability = float(np.asarray(same_class.predict_on_batch([features[:1], features[1:]]))[0, 0])
-    probabilities = np.asarray(classifier.predict_on_batch(images))
+    features = predict_batch(embedder, images)
+    probability = float(predict_batch(same_class, [features[:1], features[1:]])[0, 0])
+    probabilities = predict_batch(classifier, images)
     top = [(classes[int(p.argmax())], float(p.max())) for p in probabilities]
     return Verification(probability, threshold, top)
 
@@ -186,7 +187,7 @@ def search(index_dir: str | os.PathLike, query: str, k: int = 5, max_pixels: int
     if k < 1:
         raise SiamdogError(f"--k must be at least 1, got {k}")
     embedder = load_embedder(index["model"])
-    query_features = np.asarray(embedder.predict_on_batch(_load_one(query, tuple(embedder.input_shape[1:3]), max_pixels)))
+    query_features = predict_batch(embedder, _load_one(query, tuple(embedder.input_shape[1:3]), max_pixels))
     finder = NearestNeighbors(n_neighbors=min(k, len(rows)), metric="cosine").fit(features)
     distances, indices = finder.kneighbors(query_features)
     return [Neighbour(rows[i]["image"], float(d), rows[i]["predicted"]) for d, i in zip(distances[0], indices[0])]

@@ -11,7 +11,7 @@ the front never trains, so it can run on an inference engine instead of Keras:
 
 Only the training pass runs on the engine: the valid pass, which picks the best epoch, goes
 through the Keras front, as evaluate and predict do, and the saved model is the Keras one.
-On the project's 2-core machine the int8 cache pass ran 2.5x as fast as the Keras one, and
+On the project's 2-core machine the int8 cache pass ran 2.5-3.2x as fast as the Keras one, and
 heads or a linear probe trained on its features tie float32 ones on the test split
 (bench/README.md).
 """

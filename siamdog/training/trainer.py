@@ -33,8 +33,8 @@ from siamdog.training.callbacks import (
     TrainingCurves,
 )
 from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
-from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.distribution import distributed, loader_workers
+from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
 from siamdog.training.stages import compile_stage, make_optimizer
