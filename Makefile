@@ -1,6 +1,7 @@
 # siamdog: `make demo` and `make test` are all a newcomer needs. Paths are variables:
 #   make organize SRC=photos/ [LABELS=labels.csv] DST=data [TEST=0.2]
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
+#   make lr-find DATA=data [CONFIG=...] [LR_OUT=build/lr-find] [LR_ARGS="--stage finetune --init-from RUN/best.keras"]
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid [EVAL_TRAIN=data/train]
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
 #   make bench-ablation               (needs ../shared; see bench/ablation.py)
@@ -22,11 +23,13 @@ TRAIN_ARGS ?=
 MODEL ?= $(RUN)
 EVAL_DATA ?= $(DATA)/valid
 EVAL_TRAIN ?=
+LR_OUT ?= build/lr-find
+LR_ARGS ?=
 DEMO ?= build/demo
 PYTEST_ARGS ?=
 PROFILE ?= cpu
 
-.PHONY: install organize train evaluate demo test test-backends clean bench bench-scale bench-speed bench-ablation
+.PHONY: install organize train lr-find evaluate demo test test-backends clean bench bench-scale bench-speed bench-ablation
 
 install: $(VENV)/.installed
 
@@ -42,6 +45,9 @@ organize: install
 
 train: install
 	$(BIN)/siamdog train --data "$(DATA)" --run "$(RUN)" --config "$(CONFIG)" $(TRAIN_ARGS)
+
+lr-find: install
+	$(BIN)/siamdog lr-find --data "$(DATA)" --config "$(CONFIG)" --out "$(LR_OUT)" $(LR_ARGS)
 
 evaluate: install
 	$(BIN)/python tools/evaluate.py --model "$(MODEL)" --data "$(EVAL_DATA)" $(if $(EVAL_TRAIN),--train-data "$(EVAL_TRAIN)")

@@ -6,8 +6,9 @@ The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the r
 and the rows: each changes some settings of the base (top-level keys under `settings`, a
 stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
 with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead.
-Every row is compared with the reference seed by seed (exact McNemar on the same test images)
-and gets the command that reproduces it. Techniques on the heads train on cached pooled features
+Every row is compared with the reference seed by seed (exact McNemar on the same test images),
+and with the rows it names under `compare_with` (which then run too), and gets the command that
+reproduces it. Techniques on the heads train on cached pooled features
 in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
 Writes bench/results/ablation-<date>.json and .md.
 """
@@ -66,7 +67,9 @@ def main() -> None:
     spec = yaml.safe_load(Path(args.rows).read_text())
     base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
     base = load_config(base_file)
-    rows = [r for r in spec["rows"] if not args.only or r["name"] in args.only or r["name"] == spec["reference"]]
+    wanted = set(args.only or ()) | {spec["reference"]}
+    wanted |= {other for r in spec["rows"] if r["name"] in wanted for other in r.get("compare_with", [])}
+    rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
     results = {**header("ablation"), "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
@@ -83,9 +86,12 @@ def main() -> None:
             "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}",
         }
     reference = per_row[spec["reference"]]
-    for name, seeds in per_row.items():
+    for row in rows:
+        name, seeds = row["name"], per_row[row["name"]]
         if name != spec["reference"]:
             results["rows"][name]["against_reference"] = compare(seeds, reference[: len(seeds)])
+        for other in row.get("compare_with", []):
+            results["rows"][name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["total_seconds"] = round(time.monotonic() - started, 1)
     stem = f"ablation-{results['date']}" + ("-" + "-".join(args.only) if args.only else "")
@@ -105,6 +111,7 @@ def report(results: dict) -> str:
         markdown_table([VARIANT_HEADER[0], "what", *VARIANT_HEADER[1:]], table),
         "",
         *[comparison_line(f"{name} vs {results['reference']}", row["against_reference"]) for name, row in rows.items() if "against_reference" in row],
+        *[comparison_line(f"{name} vs {other}", c) for name, row in rows.items() for other, c in row.get("against", {}).items()],
         "",
         "Each row: " + "; ".join(f"`{name}`: `{row['command']}`" for name, row in rows.items()),
     ]

@@ -11,7 +11,7 @@ from siamdog.data.images import DEFAULT_MAX_PIXELS
 from siamdog.errors import SiamdogError
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-BACKEND_COMMANDS = ("train", "evaluate", "predict", "export", "verify", "embed", "search")  # the commands that load Keras
+BACKEND_COMMANDS = ("train", "lr-find", "evaluate", "predict", "export", "verify", "embed", "search")  # the commands that load Keras
 
 
 def _organize(args) -> int:
@@ -71,6 +71,17 @@ def _train(args) -> int:
     best = state.get("best") or {}
     if best:
         print(f"best val_accuracy {best['val_accuracy']:.4f} ({best['stage']}, epoch {best['epoch']}); model: {args.run}/best.keras")
+    return 0
+
+
+def _lr_find(args) -> int:
+    from siamdog.training.lr_finder import find_learning_rate
+
+    result = find_learning_rate(
+        args.data, _train_config(args), args.stage, start=args.start, end=args.end, steps=args.steps, out_dir=args.out, workers=args.workers
+    )
+    print(result.summary())
+    print(f"wrote {args.out}/lr-find.png and lr-find.csv")
     return 0
 
 
@@ -175,6 +186,19 @@ def _import_backend(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """The run settings given on the command line over the config file (see _train_config)."""
+    p.add_argument("--config", help="YAML config (default: the original recipe, as in configs/default.yaml)")
+    p.add_argument("--backbone", help="xception or inception_v3")
+    p.add_argument("--weights", help="imagenet, none, or a .weights.h5 file")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--mode", choices=("multiloss", "softmax"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
+    p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamdog", description="Fine-grained image classification with a Siamese multi-loss model.")
     parser.add_argument("--version", action="version", version=f"siamdog {__version__}")
@@ -209,19 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
     p.add_argument("--run", required=True, help="run folder: config, checkpoints, best model, history")
-    p.add_argument("--config", help="YAML config (default: the original recipe, as in configs/default.yaml)")
-    p.add_argument("--backbone", help="xception or inception_v3")
-    p.add_argument("--weights", help="imagenet, none, or a .weights.h5 file")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--mode", choices=("multiloss", "softmax"))
-    p.add_argument("--seed", type=int)
-    p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
-    p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")
+    _add_config_arguments(p)
     p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
     p.add_argument("--tensorboard", metavar="DIR", help="also log every stage's per-epoch figures for TensorBoard into DIR/<stage>/")
     p.set_defaults(handler=_train)
+
+    p = commands.add_parser(
+        "lr-find",
+        help="sweep a stage's learning rate and suggest one (the LR range test)",
+        description="Train one stage of the configured run for --steps batches on a throwaway model while its learning "
+        "rate grows from --start to --end, plot the loss against it and suggest the rate where the loss falls fastest. "
+        "No run folder is written; a cached pass it needs stays beside the data for training to reuse.",
+    )
+    p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
+    p.add_argument("--out", required=True, help="folder for lr-find.png and lr-find.csv")
+    _add_config_arguments(p)
+    p.add_argument("--stage", help="the stage to sweep (default: the first)")
+    p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    p.add_argument("--end", type=float, default=1.0, help="last learning rate (default: 1)")
+    p.add_argument("--steps", type=int, default=100, help="training batches in the sweep (default: 100)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
+    p.set_defaults(handler=_lr_find)
 
     for name, helptext in (("evaluate", "score a model on labelled class folders"), ("predict", "label an unlabelled folder")):
         p = commands.add_parser(name, help=helptext)

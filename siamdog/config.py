@@ -10,7 +10,7 @@ import re
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
 from siamdog.errors import SiamdogError
@@ -54,6 +54,24 @@ class StageConfig:
     reduce_lr_patience: Annotated[int, Field(gt=0)] = 2
     reduce_lr_factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
     min_learning_rate: NonNegative = 1e-7
+    # How the learning rate moves within the stage (siamdog.training.stages.learning_rate_schedule):
+    # "plateau" (the original recipe: constant, multiplied by reduce_lr_factor when valid accuracy
+    # stalls), "cosine" (linear warmup over warmup_epochs, then cosine decay to 0 at the last
+    # epoch) or "cosine_restarts" (SGDR: cosine cycles of cycle_epochs, each twice the last).
+    schedule: Literal["plateau", "cosine", "cosine_restarts"] = "plateau"
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0
+    cycle_epochs: Annotated[int, Field(gt=0)] = 1
+    # 0: off. Otherwise the optimizer keeps an exponential moving average of the weights with
+    # this momentum, and validation, best.keras and the next stage see the average.
+    ema_momentum: Fraction = 0.0
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise ValueError(f"warmup_epochs: only the cosine schedule warms up (this stage's schedule is {self.schedule})")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} leaves none of the stage's {self.epochs} epoch(s) to decay in")
+        return self
 
     def loss_weights(self) -> dict[str, float]:
         """The weights of the losses beside the classifier's, by setting name (see OUTPUTS)."""

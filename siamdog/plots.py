@@ -1,4 +1,4 @@
-"""Pictures of a run: training curves across stages, and a confusion matrix."""
+"""Pictures of a run: training curves across stages, a confusion matrix, a learning-rate sweep."""
 
 import csv
 import os
@@ -74,6 +74,21 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], out_path: str 
     ax.set_xticks(range(len(labels)), labels, rotation=90)
     ax.set_yticks(range(len(labels)), labels)
     ax.set(xlabel="predicted class", ylabel="true class", title="confusion matrix (image counts; colour: share of the true class)")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_rate_sweep(rates, losses, smooth_losses, suggestion: float, stage: str, top: float, out_path: str | os.PathLike) -> None:
+    """Training loss against a geometrically growing learning rate (log scale), with the
+    suggested rate marked; the loss axis stops at `top`, where the sweep stopped caring."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(rates, losses, color="tab:blue", alpha=0.3, lw=1, label="batch loss")
+    ax.plot(rates, smooth_losses, color="tab:blue", lw=2, label="smoothed")
+    ax.axvline(suggestion, color="tab:red", ls="--", lw=1, label=f"suggestion {suggestion:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"learning-rate sweep, stage {stage}", ylim=(0, top * 1.05))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

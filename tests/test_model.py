@@ -6,7 +6,7 @@ from siamdog.errors import SiamdogError
 from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, tower_between, unfreeze_last_blocks
 from siamdog.data.pairing import pair_targets
 from siamdog.models.siamese import build_model, heads_of
-from siamdog.training.stages import compile_stage
+from siamdog.training.stages import compile_stage, learning_rate_schedule
 
 SIZE = 71
 
@@ -249,3 +249,15 @@ def test_a_mixed_precision_tower_feeds_float32_heads():
     assert front.dtype_policy.name == precision, "a part computes in its tower's precision"
     with pytest.raises(SiamdogError, match="unknown precision"):
         build_tower("xception", "none", 71, "float8")
+
+
+def test_learning_rate_schedules_follow_their_curves():
+    assert learning_rate_schedule("plateau", 0.1, 5, 10) == 0.1  # ReduceLROnPlateau lowers it
+    cosine = learning_rate_schedule("cosine", 0.1, 5, 10, warmup_epochs=1)
+    # 10 steps of warmup from 0, then 40 of cosine decay: halfway down at step 30, 0 at 50.
+    at = {step: float(cosine(step)) for step in (0, 5, 10, 30, 50)}
+    assert at == pytest.approx({0: 0.0, 5: 0.05, 10: 0.1, 30: 0.05, 50: 0.0}, abs=1e-6)
+    restarts = learning_rate_schedule("cosine_restarts", 0.1, 5, 10, cycle_epochs=1)
+    # Cycles of 10, then 20 steps: back at the peak at steps 10 and 30.
+    at = {step: float(restarts(step)) for step in (0, 5, 10, 20, 30)}
+    assert at == pytest.approx({0: 0.1, 5: 0.05, 10: 0.1, 20: 0.05, 30: 0.1}, abs=1e-6)

@@ -35,6 +35,14 @@ class ClassifierValidation(keras.callbacks.Callback):
         logs["val_loss"] = float(-np.mean(np.log(picked)))
 
 
+class ScheduledLearningRate(keras.callbacks.Callback):
+    """Logs the learning rate a schedule reached at the end of each epoch (ReduceLROnPlateau
+    logs the rate it sets; a schedule object logs nothing by itself)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class PositivePairFraction(keras.callbacks.Callback):
     """Logs the fraction of positive ("same class") pairs the pair sampler made in the epoch."""
 

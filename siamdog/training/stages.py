@@ -6,13 +6,44 @@ from siamdog.models.siamese import OUTPUTS
 from siamdog.training.losses import batch_hard_triplet, center_loss, mined_pair_loss
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float = 0.0) -> keras.optimizers.Optimizer:
+def learning_rate_schedule(
+    kind: str, peak: float, epochs: int, steps_per_epoch: int, warmup_epochs: int = 0, cycle_epochs: int = 1
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate of a stage, per training step: `peak` as is for "plateau" (which
+    ReduceLROnPlateau lowers), or Keras's cosine schedules: "cosine" rises linearly from 0 over
+    `warmup_epochs` and decays to 0 by the end of the last of `epochs`; "cosine_restarts" (SGDR)
+    starts again from `peak` after `cycle_epochs`, then after cycles twice as long each time.
+    The optimizer counts the steps and a checkpoint keeps the count, so a resumed stage goes on
+    where it was on the curve."""
+    if kind == "plateau":
+        return peak
+    schedules = keras.optimizers.schedules
+    if kind == "cosine":
+        warmup = warmup_epochs * steps_per_epoch
+        decay = (epochs - warmup_epochs) * steps_per_epoch
+        if not warmup:
+            return schedules.CosineDecay(peak, decay)
+        return schedules.CosineDecay(0.0, decay, warmup_target=peak, warmup_steps=warmup)
+    if kind == "cosine_restarts":
+        return schedules.CosineDecayRestarts(peak, cycle_epochs * steps_per_epoch, t_mul=2.0)
+    raise ValueError(f"unknown learning-rate schedule {kind!r}")
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    momentum: float = 0.0,
+    ema_momentum: float = 0.0,
+) -> keras.optimizers.Optimizer:
+    """A Keras optimizer; with `ema_momentum` > 0 it also keeps a moving average of the weights
+    (which keras.callbacks.SwapEMAWeights puts into the model for validation)."""
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, **ema)
     if name == "nadam":
-        return keras.optimizers.Nadam(learning_rate=learning_rate)
+        return keras.optimizers.Nadam(learning_rate=learning_rate, **ema)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
+        return keras.optimizers.Adam(learning_rate=learning_rate, **ema)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -30,14 +30,15 @@ from siamdog.training.callbacks import (
     EpochOrder,
     PositivePairFraction,
     SaveBestClassifier,
+    ScheduledLearningRate,
     TrainingCurves,
 )
-from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
+from siamdog.training.checkpoint import CALLBACK_COUNTERS, StageCheckpoint, load_training_state, save_training_state
 from siamdog.training.distribution import distributed, loader_workers
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
-from siamdog.training.stages import compile_stage, make_optimizer
+from siamdog.training.stages import compile_stage, learning_rate_schedule, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _data_folders(data_dir: Path) -> tuple[Path, Path, list[str]]:
+def data_folders(data_dir: Path) -> tuple[Path, Path, list[str]]:
     train_dir, valid_dir = data_dir / "train", data_dir / "valid"
     if not train_dir.is_dir():
         raise SiamdogError(f"{data_dir}: no train/ folder (make one with `siamdog organize`)")
@@ -95,19 +96,33 @@ def train(
     corrected one.
     """
     data_dir, run = Path(data_dir), RunPaths(Path(run_dir))
-    train_dir, valid_dir, classes = _data_folders(data_dir)
+    train_dir, valid_dir, classes = data_folders(data_dir)
     selected = _select_stages(config, stages)
     check_settings(config, len(classes))
     seed_everything(config.seed)
     with distributed(config.distribution, config.batch_size, config.mode):
-        tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
-        model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size, weighed_batch_outputs(config))
-        if config.init_from is not None:
-            start_from(model, config.init_from)
+        model = new_model(config, len(classes))
         run.root.mkdir(parents=True, exist_ok=True)
         with run_lock(run.lock):
             prepare_run(run, config, classes)
             return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
+
+
+def new_model(config: TrainConfig, num_classes: int) -> SiamdogModel:
+    """The model a run of `config` starts from: its tower and heads, or `init_from`'s weights."""
+    tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
+    model = build_model(config.mode, tower, num_classes, config.dropout, config.embedding_size, weighed_batch_outputs(config))
+    if config.init_from is not None:
+        start_from(model, config.init_from)
+    return model
+
+
+def calibrate_random_tower(tower: keras.Model, config: TrainConfig, train_dir: Path, classes: list[str]) -> None:
+    """Give a randomly initialized tower BatchNorm statistics from one training batch (see
+    calibrate_batchnorm); a pretrained one, or one from `init_from`, keeps its own."""
+    if config.init_from is None and resolve_weights(config.weights) is None:
+        sample = DirectoryBatches(train_dir, (config.image_size, config.image_size), CALIBRATION_BATCH, seed=config.seed, classes=classes)
+        calibrate_batchnorm(tower, sample[0][0])
 
 
 def weighed_batch_outputs(config: TrainConfig) -> tuple[str, ...]:
@@ -169,22 +184,28 @@ def _stage_callbacks(
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
     )
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+    # A cosine schedule sets the learning rate of every step itself (and is logged apart).
+    learning_rate = [keras.callbacks.ReduceLROnPlateau(
         monitor="val_accuracy",
         mode="max",
         factor=stage.reduce_lr_factor,
         patience=stage.reduce_lr_patience,
         min_lr=stage.min_learning_rate,
-    )
-    checkpoint = StageCheckpoint(run.backup(stage.name), stateful=[early_stopping, reduce_lr])
+    )] if stage.schedule == "plateau" else [ScheduledLearningRate()]
+    # With a weight EMA, the averaged weights are in the model from the end of each epoch to the
+    # start of the next: validation, the best model, early stopping and the checkpoint see them.
+    swap_ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if stage.ema_momentum else []
+    counters = [c for c in (early_stopping, *learning_rate, *swap_ema) if type(c) in CALLBACK_COUNTERS]
+    checkpoint = StageCheckpoint(run.backup(stage.name), stateful=counters)
     companions = [(run.best_embedder, model.embedder)]
     if model.same_class is not None:
         companions.append((run.best_same_class, model.same_class))
     callbacks = [
+        *swap_ema,
         ClassifierValidation(val_classifier, val_batches),
         SaveBestClassifier(model.image_classifier, str(run.best_model), stage.name, companions),
         early_stopping,
-        reduce_lr,
+        *learning_rate,
         checkpoint,
         keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
         TrainingCurves([(s, str(run.history(s))) for s in stage_names], str(run.curves)),
@@ -194,7 +215,53 @@ def _stage_callbacks(
     return callbacks, checkpoint
 
 
-def _stage_data(
+def _cached_stage_data(
+    stage: StageConfig, config: TrainConfig, model: SiamdogModel, train_dir: Path, valid: DirectoryBatches, classes: list[str], sampling: dict
+):
+    """(model to fit, its batches, validation classifier, validation batches) of a stage that
+    trains on the cached pass: the part of the tower that no stage trains runs once over the
+    images (see feature_cache) and the stage fits only what it trains (the heads, and the last
+    blocks if unfrozen) on its outputs: all `feature_cache_views` views of each image where the
+    stage augments, view 0 (the image as is) where it does not."""
+    size = (config.image_size, config.image_size)
+    front_blocks = max(s.trainable_blocks for s in config.stages)
+    plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
+    augmentation = Augmentation(**dataclasses.asdict(config.augment))
+
+    def inputs(batches, views, engine):
+        return stage_inputs(
+            model.tower, config.backbone, front_blocks, stage.trainable_blocks, batches, views, augmentation, config.seed,
+            engine=engine,
+        )
+
+    # The training pass runs on the configured engine; the valid pass on the Keras front
+    # that evaluate and predict run, so that model selection sees the saved model's numbers.
+    train_cache = inputs(plain, config.feature_cache_views, FrontEngine(config.front_engine, calibration=plain))
+    train_cache = train_cache[: None if stage.augment else 1]
+    valid_cache = inputs(valid, 1, FrontEngine())
+    _, tail = split_tower(model.tower, config.backbone, stage.trainable_blocks)
+    fit_model, cached_classifier = heads_of(model, tail)
+    return (
+        fit_model,
+        FeatureBatches(train_cache, plain.classes, len(classes), config.batch_size, **sampling),
+        cached_classifier,
+        FeatureBatches(valid_cache, valid.classes, len(classes), config.batch_size, shuffle=False),
+    )
+
+
+@dataclasses.dataclass
+class PreparedStage:
+    """A stage ready for `fit`: the compiled model it trains, its batches (pairs of them for
+    multi-loss, built on `samples`, the sampler-ordered source), and what validates it."""
+
+    model: keras.Model
+    data: keras.utils.PyDataset
+    samples: DirectoryBatches | FeatureBatches
+    val_classifier: keras.Model
+    val_batches: DirectoryBatches | FeatureBatches
+
+
+def prepare_stage(
     stage: StageConfig,
     index: int,
     config: TrainConfig,
@@ -202,55 +269,41 @@ def _stage_data(
     train_dir: Path,
     valid: DirectoryBatches,
     classes: list[str],
-    augmentation: Augmentation,
     workers: int,
-):
-    """What a stage fits and validates: (model to fit, its batch source, validation classifier,
-    validation batches).
+    learning_rate: float | None = None,
+) -> PreparedStage:
+    """Unfreeze the stage's blocks, make its batches and compile what it fits, with its
+    schedule's learning rate or a fixed `learning_rate` (which the LR finder moves itself).
 
-    Normally the whole model on images. With `feature_cache_views`, the part of the tower that
-    no stage trains runs once over the images (see feature_cache) and each stage fits only
-    what it trains (the heads, and the last blocks if unfrozen) on cached inputs: all
-    `feature_cache_views` views of each image where the stage augments, view 0 (the image as
-    is) where it does not.
-    """
-    size = (config.image_size, config.image_size)
-    seed = config.seed + 1000 * index
-    sampling = {"seed": seed, "sampler_kind": config.sampler, "images_per_class": config.images_per_class}
+    Normally the whole model trains on images; with `feature_cache_views`, what the stage
+    trains fits on the cached pass (_cached_stage_data)."""
+    unfreeze_last_blocks(model.tower, config.backbone, stage.trainable_blocks)
+    sampling = {"seed": config.seed + 1000 * index, "sampler_kind": config.sampler, "images_per_class": config.images_per_class}
     if config.feature_cache_views:
-        tower = model.tower
-        front_blocks = max(s.trainable_blocks for s in config.stages)
-        plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
-
-        def inputs(batches, views, engine):
-            return stage_inputs(
-                tower, config.backbone, front_blocks, stage.trainable_blocks, batches, views, augmentation, config.seed,
-                engine=engine,
-            )
-
-        # The training pass runs on the configured engine; the valid pass on the Keras front
-        # that evaluate and predict run, so that model selection sees the saved model's numbers.
-        train_cache = inputs(plain, config.feature_cache_views, FrontEngine(config.front_engine, calibration=plain))
-        train_cache = train_cache[: None if stage.augment else 1]
-        valid_cache = inputs(valid, 1, FrontEngine())
-        _, tail = split_tower(tower, config.backbone, stage.trainable_blocks)
-        fit_model, cached_classifier = heads_of(model, tail)
-        return (
-            fit_model,
-            FeatureBatches(train_cache, plain.classes, len(classes), config.batch_size, **sampling),
-            cached_classifier,
-            FeatureBatches(valid_cache, valid.classes, len(classes), config.batch_size, shuffle=False),
+        fit_model, samples, val_classifier, val_batches = _cached_stage_data(stage, config, model, train_dir, valid, classes, sampling)
+    else:
+        fit_model, val_classifier, val_batches = model.training, model.image_classifier, valid
+        samples = DirectoryBatches(
+            train_dir,
+            (config.image_size, config.image_size),
+            config.batch_size,
+            augmentation=Augmentation(**dataclasses.asdict(config.augment)) if stage.augment else None,
+            classes=classes,
+            workers=1 if config.mode == "multiloss" else loader_workers(config.distribution, workers),
+            **sampling,
         )
-    batches = DirectoryBatches(
-        train_dir,
-        size,
-        config.batch_size,
-        augmentation=augmentation if stage.augment else None,
-        classes=classes,
-        workers=1 if config.mode == "multiloss" else loader_workers(config.distribution, workers),
-        **sampling,
-    )
-    return model.training, batches, model.image_classifier, valid
+    if learning_rate is None:
+        learning_rate = learning_rate_schedule(  # pairing keeps the number of batches
+            stage.schedule, stage.learning_rate, stage.epochs, len(samples), stage.warmup_epochs, stage.cycle_epochs
+        )
+    optimizer = make_optimizer(stage.optimizer, learning_rate, stage.momentum, stage.ema_momentum)
+    if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
+    data = samples
+    if config.mode == "multiloss":
+        data = PairedBatches(samples, config.pair_every, workers=workers, outputs=fit_model.output_names)
+    return PreparedStage(fit_model, data, samples, val_classifier, val_batches)
 
 
 def _run_stages(
@@ -266,7 +319,6 @@ def _run_stages(
     verbose: str | int,
     tensorboard_dir: str | os.PathLike | None,
 ) -> dict:
-    tower = model.tower
     state = read_json(str(run.state)) or {"completed": {}}
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
@@ -276,36 +328,26 @@ def _run_stages(
     if finished:
         load_training_state(run.checkpoint(finished[-1]), model.training)
         log.info("resuming after stage %s", finished[-1])
-    elif config.init_from is None and resolve_weights(config.weights) is None:
-        sample = DirectoryBatches(train_dir, size, CALIBRATION_BATCH, seed=config.seed, classes=classes)
-        calibrate_batchnorm(tower, sample[0][0])
+    else:
+        calibrate_random_tower(model.tower, config, train_dir, classes)
 
     valid = DirectoryBatches(valid_dir, size, config.batch_size, shuffle=False, classes=classes)
-    augmentation = Augmentation(**dataclasses.asdict(config.augment))
     for index, stage in enumerate(config.stages):
         if stage.name not in selected or stage.name in state["completed"]:
             continue
         log.info("stage %s: %d trainable block(s), %s lr %g", stage.name, stage.trainable_blocks, stage.optimizer, stage.learning_rate)
         started = time.monotonic()  # a stage's time includes its cache pass, if any
-        unfreeze_last_blocks(tower, config.backbone, stage.trainable_blocks)
-        fit_model, batches, val_classifier, val_batches = _stage_data(
-            stage, index, config, model, train_dir, valid, classes, augmentation, workers
-        )
-        optimizer = make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum)
-        if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
-        data, sampler_callbacks = batches, [EpochOrder(batches)]
+        prepared = prepare_stage(stage, index, config, model, train_dir, valid, classes, workers)
+        sampler_callbacks = [EpochOrder(prepared.samples)]
         if config.mode == "multiloss":
-            data = PairedBatches(batches, config.pair_every, workers=workers, outputs=fit_model.output_names)
-            sampler_callbacks.append(PositivePairFraction(data))
+            sampler_callbacks.append(PositivePairFraction(prepared.data))
         stage_callbacks, checkpoint = _stage_callbacks(
-            run, stage, config.stage_names(), model, val_classifier, val_batches, tensorboard_dir
+            run, stage, config.stage_names(), model, prepared.val_classifier, prepared.val_batches, tensorboard_dir
         )
         # shuffle=False: the sampler orders the epoch. Keras would also shuffle the batches, with
         # Python's global generator, which a resumed run cannot put back where it was.
-        history = fit_model.fit(
-            data, epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
+        history = prepared.model.fit(
+            prepared.data, epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
         )
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)

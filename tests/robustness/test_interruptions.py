@@ -226,14 +226,15 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error_and_loses_nothing(demo
 
 
 def test_an_interrupted_run_ends_byte_identical_to_an_uninterrupted_one(demo, tmp_path):
-    # Dropout, momentum, the plateau rule's and early stopping's counters all carry over an
-    # interrupt; each must be restored for the histories to agree.
+    # Dropout, momentum, the plateau rule's and early stopping's counters, the weight average
+    # (and which weights the model holds) and the place on a cosine schedule's curve all carry
+    # over an interrupt; each must be restored for the histories to agree.
     plateau = {"reduce_lr_patience": 1, "early_stopping_patience": 2}
     config = tiny_config(
         dropout=0.5,
         stages=[
-            {**STAGES[0], "epochs": 2, **plateau},
-            {**STAGES[1], "epochs": 2, **plateau},
+            {**STAGES[0], "epochs": 2, **plateau, "ema_momentum": 0.9},
+            {**STAGES[1], "epochs": 2, "early_stopping_patience": 2, "schedule": "cosine", "warmup_epochs": 1},
             {**STAGES[2], "epochs": 1},
         ],
     )
@@ -257,6 +258,9 @@ def test_an_interrupted_run_ends_byte_identical_to_an_uninterrupted_one(demo, tm
     assert not (resumed / "backup" / "finetune").exists(), "a finished stage leaves no epoch checkpoint behind"
     for stage in ("heads", "finetune", "polish"):
         assert (resumed / "history" / f"{stage}.csv").read_text() == (whole / "history" / f"{stage}.csv").read_text(), stage
+    # The cosine stage logs its rate: the peak after the warmup epoch, 0 after the last.
+    rates = [float(row["learning_rate"]) for row in read_history(whole, "finetune")]
+    assert rates == pytest.approx([STAGES[1]["learning_rate"], 0.0], abs=1e-9)
     assert (resumed / "best.json").read_text() == (whole / "best.json").read_text()
     a, b = keras.saving.load_model(whole / "best.keras"), keras.saving.load_model(resumed / "best.keras")
     for x, y in zip(a.get_weights(), b.get_weights()):
