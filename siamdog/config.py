@@ -61,9 +61,6 @@ class StageConfig:
     schedule: Literal["plateau", "cosine", "cosine_restarts"] = "plateau"
     warmup_epochs: Annotated[int, Field(ge=0)] = 0
     cycle_epochs: Annotated[int, Field(gt=0)] = 1
-    # 0: off. Otherwise the optimizer keeps an exponential moving average of the weights with
-    # this momentum, and validation, best.keras and the next stage see the average.
-    ema_momentum: Fraction = 0.0
 
     @model_validator(mode="after")
     def _warmup_fits(self):

@@ -338,38 +338,3 @@ def test_a_mixed_bfloat16_run_fine_tunes_and_saves_a_model_that_evaluates(demo, 
     result = evaluate(tmp_path / "run", demo / "test", out_dir=tmp_path / "eval", progress=False)
     assert result.count == NUM_CLASSES * 8 and 0 <= result.top1_error <= 1
 
-
-def test_with_a_weight_ema_validation_and_the_best_model_see_the_average(demo, tmp_path):
-    momentum = 0.9
-
-    class Kernels(keras.callbacks.Callback):
-        """The classifier's kernel (the heads stage's only trainable matrix) after every step
-        and at every epoch's end, where the later callbacks see it."""
-
-        def __init__(self):
-            super().__init__()
-            self.after_step, self.at_epoch_end = [], []
-
-        def kernel(self):
-            return next(np.array(w) for w in self.model.trainable_weights if len(w.shape) == 2)
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.after_step.append(self.kernel())
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.at_epoch_end.append(self.kernel())
-
-    kernels = Kernels()
-    config = tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 3, "ema_momentum": momentum}])
-    train(demo / "data", tmp_path / "run", config, workers=2, verbose=0, callbacks=[kernels])
-    steps = len(kernels.after_step) // 3
-    average = kernels.after_step[0]  # Keras starts the average at the first step's weights
-    for step, weights in enumerate(kernels.after_step[1:], 1):
-        average = momentum * average + (1 - momentum) * weights
-        if (step + 1) % steps == 0:
-            np.testing.assert_allclose(kernels.at_epoch_end[step // steps], average, rtol=1e-4, atol=1e-6)
-    assert not np.allclose(kernels.at_epoch_end[-1], kernels.after_step[-1]), "the average is not the last step's weights"
-    best = json.loads((tmp_path / "run" / "best.json").read_text())
-    saved = keras.saving.load_model(tmp_path / "run" / "best.keras")
-    saved_kernel = next(np.array(w) for w in saved.weights if tuple(w.shape) == kernels.at_epoch_end[0].shape)
-    np.testing.assert_array_equal(saved_kernel, kernels.at_epoch_end[best["epoch"] - 1])

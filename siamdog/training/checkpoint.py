@@ -4,8 +4,7 @@ uninterrupted one would.
 Keras's weights file holds the model's weights and the optimizer's state (step count, learning
 rate, moments). It does not hold the layers' random generators (Dropout's seed state) nor the
 counters of the callbacks that act on validation figures (early stopping with its best
-weights, learning-rate reduction on a plateau), nor whether the model holds the averaged or
-the raw weights (with a weight EMA). A training checkpoint is the weights file with
+weights, learning-rate reduction on a plateau). A training checkpoint is the weights file with
 those added in a `siamdog_state` group, written under a temporary name and renamed, so it is
 whole or absent.
 """
@@ -29,9 +28,6 @@ STATE_GROUP = "siamdog_state"
 CALLBACK_COUNTERS = {
     keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_epoch"),
     keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
-    # Whether the model holds the averaged weights (and the optimizer the raw ones) at the end
-    # of an epoch: a resumed epoch must swap them back first, as an uninterrupted one does.
-    keras.callbacks.SwapEMAWeights: ("_ema_weights_in_model",),
 }
 
 

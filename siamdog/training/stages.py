@@ -30,20 +30,14 @@ def learning_rate_schedule(
 
 
 def make_optimizer(
-    name: str,
-    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-    momentum: float = 0.0,
-    ema_momentum: float = 0.0,
+    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule, momentum: float = 0.0
 ) -> keras.optimizers.Optimizer:
-    """A Keras optimizer; with `ema_momentum` > 0 it also keeps a moving average of the weights
-    (which keras.callbacks.SwapEMAWeights puts into the model for validation)."""
-    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum else {}
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum, **ema)
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
     if name == "nadam":
-        return keras.optimizers.Nadam(learning_rate=learning_rate, **ema)
+        return keras.optimizers.Nadam(learning_rate=learning_rate)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate, **ema)
+        return keras.optimizers.Adam(learning_rate=learning_rate)
     raise ValueError(f"unknown optimizer {name!r}")
 
 

@@ -192,16 +192,12 @@ def _stage_callbacks(
         patience=stage.reduce_lr_patience,
         min_lr=stage.min_learning_rate,
     )] if stage.schedule == "plateau" else [ScheduledLearningRate()]
-    # With a weight EMA, the averaged weights are in the model from the end of each epoch to the
-    # start of the next: validation, the best model, early stopping and the checkpoint see them.
-    swap_ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if stage.ema_momentum else []
-    counters = [c for c in (early_stopping, *learning_rate, *swap_ema) if type(c) in CALLBACK_COUNTERS]
+    counters = [c for c in (early_stopping, *learning_rate) if type(c) in CALLBACK_COUNTERS]
     checkpoint = StageCheckpoint(run.backup(stage.name), stateful=counters)
     companions = [(run.best_embedder, model.embedder)]
     if model.same_class is not None:
         companions.append((run.best_same_class, model.same_class))
     callbacks = [
-        *swap_ema,
         ClassifierValidation(val_classifier, val_batches),
         SaveBestClassifier(model.image_classifier, str(run.best_model), stage.name, companions),
         early_stopping,
@@ -296,7 +292,7 @@ def prepare_stage(
         learning_rate = learning_rate_schedule(  # pairing keeps the number of batches
             stage.schedule, stage.learning_rate, stage.epochs, len(samples), stage.warmup_epochs, stage.cycle_epochs
         )
-    optimizer = make_optimizer(stage.optimizer, learning_rate, stage.momentum, stage.ema_momentum)
+    optimizer = make_optimizer(stage.optimizer, learning_rate, stage.momentum)
     if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())

@@ -226,14 +226,14 @@ def test_a_full_disk_while_checkpointing_is_a_clear_error_and_loses_nothing(demo
 
 
 def test_an_interrupted_run_ends_byte_identical_to_an_uninterrupted_one(demo, tmp_path):
-    # Dropout, momentum, the plateau rule's and early stopping's counters, the weight average
-    # (and which weights the model holds) and the place on a cosine schedule's curve all carry
-    # over an interrupt; each must be restored for the histories to agree.
+    # Dropout, momentum, the plateau rule's and early stopping's counters, and the place on a
+    # cosine schedule's curve all carry over an interrupt; each must be restored for the
+    # histories to agree.
     plateau = {"reduce_lr_patience": 1, "early_stopping_patience": 2}
     config = tiny_config(
         dropout=0.5,
         stages=[
-            {**STAGES[0], "epochs": 2, **plateau, "ema_momentum": 0.9},
+            {**STAGES[0], "epochs": 2, **plateau},
             {**STAGES[1], "epochs": 2, "early_stopping_patience": 2, "schedule": "cosine", "warmup_epochs": 1},
             {**STAGES[2], "epochs": 1},
         ],
