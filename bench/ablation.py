@@ -90,7 +90,7 @@ def main() -> None:
         name, seeds = row["name"], per_row[row["name"]]
         if name != spec["reference"]:
             results["rows"][name]["against_reference"] = compare(seeds, reference[: len(seeds)])
-        for other in row.get("compare_with", []):
+        for other in (o for o in row.get("compare_with", []) if o in per_row):  # rows named by a row that --only left out do not run
             results["rows"][name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["total_seconds"] = round(time.monotonic() - started, 1)
