@@ -5,7 +5,7 @@
 The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the reference row,
 and the rows: each changes some settings of the base (top-level keys under `settings`, a
 stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
-with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead.
+with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead (`probe_c`: scikit-learn's C, 1 by default).
 Every row is compared with the reference seed by seed (exact McNemar on the same test images),
 and with the rows it names under `compare_with` (which then run too), and gets the command that
 reproduces it. Techniques on the heads train on cached pooled features
@@ -41,7 +41,7 @@ def row_config(base, row: dict, seed: int):
 def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list[dict]:
     tta = row.get("tta", True)
     if row.get("probe"):  # lbfgs does not depend on the seed: one fit stands for every seed
-        probabilities, labels, seconds = linear_probe(bench, row_config(base, row, seeds[0]), seeds[0], tta)
+        probabilities, labels, seconds = linear_probe(bench, row_config(base, row, seeds[0]), seeds[0], tta, row.get("probe_c", 1.0))
         return [{"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)} for seed in seeds]
     results = []
     for seed in seeds:

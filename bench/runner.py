@@ -148,9 +148,9 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) 
     return {"state": state, "seconds": round(time.monotonic() - started, 1)}
 
 
-def linear_probe(bench: Bench, config, seed: int, tta: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """Logistic regression on the frozen tower's pooled features of every cached training view:
-    (test probabilities, test labels, seconds to fit)."""
+def linear_probe(bench: Bench, config, seed: int, tta: bool = True, c: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logistic regression (inverse regularization strength `c`) on the frozen tower's pooled
+    features of every cached training view: (test probabilities, test labels, seconds to fit)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -161,7 +161,7 @@ def linear_probe(bench: Bench, config, seed: int, tta: bool = True) -> tuple[np.
     train_x, train_y = bench.inputs(tower, config, "train", max(config.feature_cache_views, 1), blocks=0)
     test_x, test_y = bench.inputs(tower, config, "test", TEST_VIEWS, blocks=0)
     started = time.monotonic()
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=seed))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
     probe.fit(np.asarray(train_x).reshape(-1, train_x.shape[-1]), np.tile(train_y, train_x.shape[0]))
     seconds = time.monotonic() - started
     views = test_x.shape[0] if tta else 1

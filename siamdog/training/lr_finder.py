@@ -1,5 +1,5 @@
-"""The learning-rate range test (fast.ai's LR finder): train one stage for a few hundred steps
-while its learning rate grows geometrically, and read off where the loss falls fastest.
+"""The learning-rate range test (fast.ai's LR finder): train one stage for some batches (100 by
+default) while its learning rate grows geometrically, and read off where the loss falls fastest.
 
 The stage is set up exactly as training sets it up (same model, batches, cached pass, loss
 weights), on a throwaway model: nothing is written to any run. The sweep stops when the

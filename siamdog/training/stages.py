@@ -19,11 +19,8 @@ def learning_rate_schedule(
         return peak
     schedules = keras.optimizers.schedules
     if kind == "cosine":
-        warmup = warmup_epochs * steps_per_epoch
         decay = (epochs - warmup_epochs) * steps_per_epoch
-        if not warmup:
-            return schedules.CosineDecay(peak, decay)
-        return schedules.CosineDecay(0.0, decay, warmup_target=peak, warmup_steps=warmup)
+        return schedules.CosineDecay(0.0, decay, warmup_target=peak, warmup_steps=warmup_epochs * steps_per_epoch)
     if kind == "cosine_restarts":
         return schedules.CosineDecayRestarts(peak, cycle_epochs * steps_per_epoch, t_mul=2.0)
     raise ValueError(f"unknown learning-rate schedule {kind!r}")

@@ -33,7 +33,7 @@ from siamdog.training.callbacks import (
     ScheduledLearningRate,
     TrainingCurves,
 )
-from siamdog.training.checkpoint import CALLBACK_COUNTERS, StageCheckpoint, load_training_state, save_training_state
+from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
 from siamdog.training.distribution import distributed, loader_workers
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
@@ -184,16 +184,16 @@ def _stage_callbacks(
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=stage.early_stopping_patience, restore_best_weights=True
     )
-    # A cosine schedule sets the learning rate of every step itself (and is logged apart).
-    learning_rate = [keras.callbacks.ReduceLROnPlateau(
+    # A cosine schedule sets the learning rate of every step itself, so the plateau rule is
+    # only there without one; either logs the rate.
+    reduce_lr = [keras.callbacks.ReduceLROnPlateau(
         monitor="val_accuracy",
         mode="max",
         factor=stage.reduce_lr_factor,
         patience=stage.reduce_lr_patience,
         min_lr=stage.min_learning_rate,
-    )] if stage.schedule == "plateau" else [ScheduledLearningRate()]
-    counters = [c for c in (early_stopping, *learning_rate) if type(c) in CALLBACK_COUNTERS]
-    checkpoint = StageCheckpoint(run.backup(stage.name), stateful=counters)
+    )] if stage.schedule == "plateau" else []
+    checkpoint = StageCheckpoint(run.backup(stage.name), stateful=[early_stopping, *reduce_lr])
     companions = [(run.best_embedder, model.embedder)]
     if model.same_class is not None:
         companions.append((run.best_same_class, model.same_class))
@@ -201,7 +201,7 @@ def _stage_callbacks(
         ClassifierValidation(val_classifier, val_batches),
         SaveBestClassifier(model.image_classifier, str(run.best_model), stage.name, companions),
         early_stopping,
-        *learning_rate,
+        *(reduce_lr or [ScheduledLearningRate()]),
         checkpoint,
         keras.callbacks.CSVLogger(str(run.history(stage.name)), append=True),
         TrainingCurves([(s, str(run.history(s))) for s in stage_names], str(run.curves)),
