@@ -8,7 +8,7 @@ stage's keys under `stage_settings`), runs some of its stages, and is scored on 
 with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead (`probe_c`: scikit-learn's C, 1 by default).
 Every row is compared with the reference seed by seed (exact McNemar on the same test images),
 and with the rows it names under `compare_with` (which then run too), and gets the command that
-reproduces it. Techniques on the heads train on cached pooled features
+reproduces it. A row with `ensemble_of: ROW` is the ensemble of that row's runs (listed after it). Techniques on the heads train on cached pooled features
 in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
 Writes bench/results/ablation-<date>.json and .md.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
@@ -49,11 +50,26 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
         run = runs / f"{row.get('run', row['name'])}-seed{seed}"
         trained = train_run(bench, run, config, row.get("stages"))
         done = trained["state"]["completed"]
+        probabilities, labels = bench.score(run, "test", tta)
         results.append({"seed": seed, "seconds": sum(v["seconds"] for v in done.values()),
-                        "test": errors(*bench.score(run, "test", tta)), "valid_top1_err": errors(*bench.score(run, "valid", tta=False))["top1_err"],
-                        "best": trained["state"]["best"]})
+                        "test": errors(probabilities, labels), "valid_top1_err": errors(*bench.score(run, "valid", tta=False))["top1_err"],
+                        "best": trained["state"]["best"], "probabilities": probabilities, "labels": labels})
         print(row["name"], seed, results[-1]["test"]["top1_err"], flush=True)
     return results
+
+
+def rows_it_needs(row: dict) -> list[str]:
+    """The rows a row is compared with or made of."""
+    return [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
+
+
+def ensemble_row(members: list[dict]) -> list[dict]:
+    """The ensemble of a row's runs (the mean of their test probabilities, as `siamdog evaluate
+    --model RUN1 RUN2 ...` scores it): one prediction standing for every seed, costing the
+    training of them all."""
+    probabilities = np.mean([m["probabilities"] for m in members], axis=0)
+    seconds = sum(m["seconds"] for m in members)
+    return [{"seed": m["seed"], "seconds": seconds, "test": errors(probabilities, m["labels"])} for m in members]
 
 
 def main() -> None:
@@ -68,7 +84,7 @@ def main() -> None:
     base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
     base = load_config(base_file)
     wanted = set(args.only or ()) | {spec["reference"]}
-    wanted |= {other for r in spec["rows"] if r["name"] in wanted for other in r.get("compare_with", [])}
+    wanted |= {other for r in spec["rows"] if r["name"] in wanted for other in rows_it_needs(r)}
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
@@ -76,13 +92,18 @@ def main() -> None:
                "reference": spec["reference"], "seeds": spec["seeds"], **data_summary(bench.data), "rows": {}}
     runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
     per_row = {}
+    by_name = {r["name"]: r for r in spec["rows"]}
     for row in rows:
-        config = row_config(base, row, spec["seeds"][0])
+        trained = by_name[row.get("ensemble_of", row["name"])]
+        config = row_config(base, trained, spec["seeds"][0])
         passes = bench.passes(config)
-        per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
+        if "ensemble_of" in row:
+            per_row[row["name"]] = ensemble_row(per_row[row["ensemble_of"]])
+        else:
+            per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
-            "image_size": config.image_size, "tta": row.get("tta", True),
+            "image_size": config.image_size, "tta": trained.get("tta", True),
             "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}",
         }
     reference = per_row[spec["reference"]]

@@ -258,10 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, helptext in (("evaluate", "score a model on labelled class folders"), ("predict", "label an unlabelled folder")):
         p = commands.add_parser(name, help=helptext)
-        p.add_argument("--model", required=True, help="run folder or .keras file (with classes.txt beside it)")
+        p.add_argument("--model", required=True, nargs="+", metavar="MODEL",
+                       help="run folder or .keras file (with classes.txt beside it); several: their ensemble, the mean of their probabilities")
         if name == "evaluate":
             p.add_argument("--data", required=True, help="folder of class folders, e.g. DATA/valid")
-            p.add_argument("--out", help="folder for report.html, predictions.csv, confusion_matrix.png and metrics.json (default: RUN/evaluation)")
+            p.add_argument("--out", help="folder for report.html, predictions.csv, confusion_matrix.png and metrics.json (default: RUN/evaluation; required for an ensemble)")
             p.add_argument("--class-map", help="two-column file, folder,class: the model class of folders named otherwise")
             p.add_argument("--train-data", help="the run's training folder (e.g. DATA/train): also scored, to list likely label errors in report.html")
             p.set_defaults(handler=_evaluate)

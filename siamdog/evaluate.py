@@ -19,6 +19,7 @@ from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Unreadable
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
 from siamdog.inference import predict_images
+from siamdog.models.ensemble import average_classifiers
 from siamdog.plots import plot_confusion_matrix
 from siamdog.report import ReportInputs, ScoredImages, write_report
 from siamdog.training.run_folder import RunPaths
@@ -49,6 +50,23 @@ def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str], Pa
     if model.output_shape[-1] != len(classes):
         raise SiamdogError(f"{model_file} has {model.output_shape[-1]} outputs but classes.txt names {len(classes)} classes")
     return model, classes, model_file
+
+
+def load_classifiers(models: str | os.PathLike | list) -> tuple[keras.Model, list[str], list[Path]]:
+    """One classifier, or the ensemble of several (the mean of their probabilities); its class
+    names and the `.keras` files it came from. An ensemble's members must name the same classes
+    in the same order and take the same input size."""
+    paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    loaded = [load_classifier(path) for path in paths]
+    first_model, classes, first_file = loaded[0]
+    for model, member_classes, model_file in loaded[1:]:
+        if member_classes != classes:
+            raise SiamdogError(f"{model_file} and {first_file} name different classes (or orders); an ensemble's models must share classes.txt")
+        if model.input_shape != first_model.input_shape:
+            raise SiamdogError(f"{model_file} takes {model.input_shape[1:3]} images and {first_file} {first_model.input_shape[1:3]}; an ensemble's models must take one size")
+    classifiers = [model for model, _, _ in loaded]
+    classifier = classifiers[0] if len(classifiers) == 1 else average_classifiers(classifiers)
+    return classifier, classes, [model_file for _, _, model_file in loaded]
 
 
 def predict_files(
@@ -165,7 +183,7 @@ def write_predictions(path: Path, images: ScoredImages, classes: list[str]) -> N
 
 
 def evaluate(
-    model: str | os.PathLike,
+    model: str | os.PathLike | list,
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike | None = None,
     batch_size: int = 32,
@@ -176,15 +194,18 @@ def evaluate(
     class_map: dict[str, str] | None = None,
     train_dir: str | os.PathLike | None = None,
 ) -> Evaluation:
-    """Score the classifier on `data_dir/<class>/` images; write predictions.csv,
-    confusion_matrix.png, metrics.json and report.html into `out_dir` (default: `evaluation/`
-    beside the model).
+    """Score the classifier (or the ensemble of several: a list of models) on
+    `data_dir/<class>/` images; write predictions.csv, confusion_matrix.png, metrics.json and
+    report.html into `out_dir` (default: `evaluation/` beside a single model; an ensemble
+    needs one).
 
     `class_map` names the model class of folders named otherwise (see parse_class_map).
     `train_dir` (the run's training folder) is scored too, for the report's label-error
     candidates; its predictions go to train_predictions.csv.
     """
-    classifier, classes, model_file = load_classifier(model)
+    classifier, classes, model_files = load_classifiers(model)
+    if out_dir is None and len(model_files) > 1:
+        raise SiamdogError("an ensemble's evaluation has no run folder to go in: give --out")
     options = dict(class_map=class_map or {}, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress, tta=tta)
     test, skipped, unknown = score_folder(classifier, classes, Path(data_dir), **options)
     training = score_folder(classifier, classes, Path(train_dir), **options)[0] if train_dir is not None else None
@@ -203,9 +224,9 @@ def evaluate(
         num_classes=len(classes),
         skipped=skipped,
         unknown_classes=unknown,
-        verification=read_json(RunPaths(model_file.parent).verification),
+        verification=read_json(RunPaths(model_files[0].parent).verification) if len(model_files) == 1 else None,
     )
-    out_dir = Path(out_dir) if out_dir is not None else model_file.parent / "evaluation"
+    out_dir = Path(out_dir) if out_dir is not None else model_files[0].parent / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.csv", test, classes)
     if training is not None:
@@ -213,11 +234,13 @@ def evaluate(
     matrix = confusion_matrix(test.labels, predicted, labels=everything)
     plot_confusion_matrix(matrix, classes, out_dir / "confusion_matrix.png")
     metrics = {k: v for k, v in dataclasses.asdict(result).items() if k != "report"}
-    write_json(str(out_dir / "metrics.json"), {**metrics, "model": str(model_file), "data": str(data_dir), "tta": tta})
+    models = [str(f) for f in model_files]
+    write_json(str(out_dir / "metrics.json"), {**metrics, "model": models[0] if len(models) == 1 else models, "data": str(data_dir), "tta": tta})
     precision, recall, _, _ = precision_recall_fscore_support(test.labels, predicted, labels=everything, zero_division=0)
     write_report(out_dir / "report.html", ReportInputs(
-        title=f"siamdog evaluation of {model_file.parent.name}/{model_file.name} on {Path(data_dir).name}",
-        headline=[*result.summary().splitlines(), f"model: {model_file}", f"data: {data_dir}" + (" (with TTA)" if tta else "")],
+        title=f"siamdog evaluation of {' + '.join(f'{f.parent.name}/{f.name}' for f in model_files)} on {Path(data_dir).name}",
+        headline=[*result.summary().splitlines(), f"model: {' + '.join(models)}" + (" (the mean of their probabilities)" if len(models) > 1 else ""),
+                  f"data: {data_dir}" + (" (with TTA)" if tta else "")],
         classes=classes, matrix=matrix, precision=precision, recall=recall, test=test, training=training,
     ))
     return result
@@ -256,7 +279,7 @@ PREDICTION_FORMATS = ("submission", "csv")
 
 
 def predict(
-    model: str | os.PathLike,
+    model: str | os.PathLike | list,
     images_dir: str | os.PathLike,
     out_file: str | os.PathLike,
     batch_size: int = 32,
@@ -268,7 +291,8 @@ def predict(
     top_k: int = 1,
     fmt: str = "submission",
 ) -> tuple[int, list[str]]:
-    """Label the images in `images_dir`; returns (predictions written, ids of unreadable images).
+    """Label the images in `images_dir` with a classifier or an ensemble (a list of models);
+    returns (predictions written, ids of unreadable images).
 
     `submission`: `label<TAB>image_id` lines, the Baidu competition's format (the top class).
     `csv`: `image_id,label_1,probability_1,...,label_k,probability_k` with a header.
@@ -284,7 +308,7 @@ def predict(
         hint = "" if recursive else " (images in subfolders are read with --recursive)"
         raise SiamdogError(f"{images_dir}: no image files{hint}")
     ids = image_ids(paths, images_dir)
-    classifier, classes, _ = load_classifier(model)
+    classifier, classes, _ = load_classifiers(model)
     if not 1 <= top_k <= len(classes):
         raise SiamdogError(f"--top-k must be between 1 and the number of classes ({len(classes)}), got {top_k}")
     probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, max_pixels, progress, tta)

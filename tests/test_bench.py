@@ -35,3 +35,16 @@ def test_a_difference_counts_only_when_every_seed_s_paired_test_agrees():
     assert verdict([win, noise, win]) == "tie"
     assert verdict([win, loss]) == "tie"
     assert verdict([]) == "tie"
+
+
+def test_an_ensemble_row_scores_the_mean_of_its_runs_probabilities_for_every_seed():
+    from bench.ablation import ensemble_row
+
+    labels = np.array([0, 1, 1])
+    runs = [  # each run gets one image wrong; their mean gets all three right
+        {"seed": 0, "seconds": 10.0, "probabilities": np.array([[0.4, 0.6], [0.1, 0.9], [0.2, 0.8]]), "labels": labels},
+        {"seed": 1, "seconds": 20.0, "probabilities": np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]), "labels": labels},
+    ]
+    rows = ensemble_row(runs)
+    assert [r["seed"] for r in rows] == [0, 1] and all(r["seconds"] == 30.0 for r in rows)
+    assert all(r["test"]["top1_err"] == 0.0 and r["test"]["right"] == [True, True, True] for r in rows)

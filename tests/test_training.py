@@ -118,6 +118,45 @@ def test_the_report_renders_its_tables_and_images_in_a_browser(trained_run, demo
     assert rendered.shape[0] > 100 and np.abs(rendered.mean(axis=(0, 1)) - photo.mean(axis=(0, 1))).max() < 12
 
 
+
+def _perturbed_copy(run: Path, folder: Path, classes: list[str], seed: int) -> Path:
+    """best.keras of `run` with its class layer's kernel shifted at random, and `classes` beside it."""
+    model = keras.saving.load_model(run / "best.keras", compile=False)
+    kernel = next(w for w in reversed(model.weights) if len(w.shape) == 2 and w.shape[-1] == len(classes))
+    kernel.assign(np.asarray(kernel) + np.random.default_rng(seed).normal(0, 1.0, kernel.shape).astype("float32"))
+    folder.mkdir(parents=True)
+    model.save(folder / "best.keras")
+    (folder / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    return folder
+
+
+def test_several_models_are_scored_as_the_mean_of_their_probabilities(trained_run, demo, tmp_path, capsys):
+    from siamdog.evaluate import load_classifiers, predict_files
+
+    classes = (trained_run / "classes.txt").read_text().splitlines()
+    other = _perturbed_copy(trained_run, tmp_path / "other", classes, seed=0)
+    paths = [str(p) for p in sorted((demo / "test").rglob("*.jpg"))]
+    ensemble, ensemble_classes, files = load_classifiers([trained_run, other])
+    assert ensemble_classes == classes and files == [trained_run / "best.keras", other / "best.keras"]
+    members = [predict_files(load_classifiers(m)[0], paths, progress=False, tta=True)[0] for m in (trained_run, other)]
+    assert not np.allclose(*members), "the two members differ"
+    np.testing.assert_allclose(predict_files(ensemble, paths, progress=False, tta=True)[0], np.mean(members, axis=0), atol=1e-5)
+
+    command = ["evaluate", "--model", str(trained_run), str(other), "--data", str(demo / "test")]
+    assert main(command) == 2
+    assert capsys.readouterr().err.strip() == "siamdog evaluate: error: an ensemble's evaluation has no run folder to go in: give --out"
+    assert main([*command, "--out", str(tmp_path / "eval"), "--tta"]) == 0
+    assert capsys.readouterr().out.startswith("top-1 error: ")
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["model"] == [str(f) for f in files] and metrics["verification"] is None
+    truth = np.array([classes.index(Path(p).parent.name) for p in paths])
+    assert metrics["top1_error"] == pytest.approx(np.mean(np.mean(members, axis=0).argmax(1) != truth))
+
+    reordered = _perturbed_copy(trained_run, tmp_path / "reordered", classes[::-1], seed=1)
+    assert main(["predict", "--model", str(trained_run), str(reordered), "--images", str(demo / "test"), "--out", str(tmp_path / "s.txt"), "--recursive"]) == 2
+    assert "name different classes" in capsys.readouterr().err
+
+
 def test_evaluate_scores_folders_named_otherwise_through_a_class_map(trained_run, demo, tmp_path, capsys):
     renamed = tmp_path / "test"
     classes = (trained_run / "classes.txt").read_text().splitlines()
