@@ -186,8 +186,10 @@ def _import_backend(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """The run settings given on the command line over the config file (see _train_config)."""
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """What train and lr-find share: the organized data, the run settings given over the config
+    file (see _train_config) and the loader threads."""
+    p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
     p.add_argument("--config", help="YAML config (default: the original recipe, as in configs/default.yaml)")
     p.add_argument("--backbone", help="xception or inception_v3")
     p.add_argument("--weights", help="imagenet, none, or a .weights.h5 file")
@@ -197,6 +199,7 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
     p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,11 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         "folder. To go on from a finished run with more epochs or other settings, start a new run with "
         "--init-from OLD_RUN/best.keras.",
     )
-    p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
+    _add_training_arguments(p)
     p.add_argument("--run", required=True, help="run folder: config, checkpoints, best model, history")
-    _add_config_arguments(p)
     p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
     p.add_argument("--tensorboard", metavar="DIR", help="also log every stage's per-epoch figures for TensorBoard into DIR/<stage>/")
     p.set_defaults(handler=_train)
 
@@ -246,14 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rate grows from --start to --end, plot the loss against it and suggest the rate where the loss falls fastest. "
         "No run folder is written; a cached pass it needs stays beside the data for training to reuse.",
     )
-    p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
+    _add_training_arguments(p)
     p.add_argument("--out", required=True, help="folder for lr-find.png and lr-find.csv")
-    _add_config_arguments(p)
     p.add_argument("--stage", help="the stage to sweep (default: the first)")
     p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
     p.add_argument("--end", type=float, default=1.0, help="last learning rate (default: 1)")
     p.add_argument("--steps", type=int, default=100, help="training batches in the sweep (default: 100)")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="threads loading batches")
     p.set_defaults(handler=_lr_find)
 
     for name, helptext in (("evaluate", "score a model on labelled class folders"), ("predict", "label an unlabelled folder")):
