@@ -58,9 +58,10 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
     return results
 
 
-def rows_it_needs(row: dict) -> list[str]:
-    """The rows a row is compared with or made of."""
-    return [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
+def rows_it_needs(row: dict, by_name: dict[str, dict]) -> list[str]:
+    """The rows a row is compared with or made of, and the runs of the ensembles among them."""
+    named = [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
+    return [*named, *(by_name[n]["ensemble_of"] for n in named if "ensemble_of" in by_name[n])]
 
 
 def ensemble_row(members: list[dict]) -> list[dict]:
@@ -83,8 +84,12 @@ def main() -> None:
     spec = yaml.safe_load(Path(args.rows).read_text())
     base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
     base = load_config(base_file)
+    by_name = {r["name"]: r for r in spec["rows"]}
+    unknown = sorted(set(args.only or ()) - set(by_name))
+    if unknown:
+        parser.error(f"no row named {', '.join(unknown)} in {args.rows}")
     wanted = set(args.only or ()) | {spec["reference"]}
-    wanted |= {other for r in spec["rows"] if r["name"] in wanted for other in rows_it_needs(r)}
+    wanted |= {other for name in wanted for other in rows_it_needs(by_name[name], by_name)}
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
@@ -92,7 +97,6 @@ def main() -> None:
                "reference": spec["reference"], "seeds": spec["seeds"], **data_summary(bench.data), "rows": {}}
     runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
     per_row = {}
-    by_name = {r["name"]: r for r in spec["rows"]}
     for row in rows:
         trained = by_name[row.get("ensemble_of", row["name"])]
         config = row_config(base, trained, spec["seeds"][0])

@@ -58,7 +58,7 @@ def variant_rows(results: dict, names) -> list[list]:
         v = results[name]
         low, high = v["test_top1_ci95"]
         rows.append([name, f"{v['test_top1_err']:.4f}", f"{low:.3f}-{high:.3f}", " ".join(f"{t:.4f}" for t in v["test_top1_err_seeds"]),
-                     f"{v['test_top5_err']:.4f}", f"{v.get('valid_top1_err', float('nan')):.4f}", v["minutes"]])
+                     f"{v['test_top5_err']:.4f}", f"{v['valid_top1_err']:.4f}" if "valid_top1_err" in v else "-", v["minutes"]])
     return rows
 
 

@@ -48,3 +48,17 @@ def test_an_ensemble_row_scores_the_mean_of_its_runs_probabilities_for_every_see
     rows = ensemble_row(runs)
     assert [r["seed"] for r in rows] == [0, 1] and all(r["seconds"] == 30.0 for r in rows)
     assert all(r["test"]["top1_err"] == 0.0 and r["test"]["right"] == [True, True, True] for r in rows)
+
+
+def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compared_with():
+    from bench.ablation import rows_it_needs
+
+    by_name = {
+        "probe": {"name": "probe", "compare_with": ["heads"]},
+        "run": {"name": "run", "compare_with": ["probe"]},
+        "run_ensemble": {"name": "run_ensemble", "ensemble_of": "run"},
+        "other": {"name": "other"},
+        "other_ensemble": {"name": "other_ensemble", "ensemble_of": "other", "compare_with": ["run_ensemble", "probe"]},
+    }
+    assert sorted(rows_it_needs(by_name["other_ensemble"], by_name)) == ["other", "probe", "run", "run_ensemble"]
+    assert rows_it_needs(by_name["run"], by_name) == ["probe"]  # what a compared row is compared with does not run
