@@ -5,11 +5,12 @@
 The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the reference row,
 and the rows: each changes some settings of the base (top-level keys under `settings`, a
 stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
-with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead (`probe_c`: scikit-learn's C, 1 by default).
-Every row is compared with the reference seed by seed (exact McNemar on the same test images),
-and with the rows it names under `compare_with` (which then run too), and gets the command that
-reproduces it. A row with `ensemble_of: ROW` is the ensemble of that row's runs (listed after it). Techniques on the heads train on cached pooled features
-in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
+with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead
+(`probe_c`: scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of
+that row's runs (listed after it). Every row is compared with the reference seed by seed (exact
+McNemar on the same test images), and with the rows it names under `compare_with` (which then
+run too), and gets the command that reproduces it. Techniques on the heads train on cached
+pooled features in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
 Writes bench/results/ablation-<date>.json and .md.
 """
 
@@ -58,9 +59,14 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
     return results
 
 
+def rows_named_by(row: dict) -> list[str]:
+    """The rows a row is compared with or made of."""
+    return [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
+
+
 def rows_it_needs(row: dict, by_name: dict[str, dict]) -> list[str]:
-    """The rows a row is compared with or made of, and the runs of the ensembles among them."""
-    named = [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
+    """The rows a row names, and the runs of the ensembles among them."""
+    named = rows_named_by(row)
     return [*named, *(by_name[n]["ensemble_of"] for n in named if "ensemble_of" in by_name[n])]
 
 
@@ -85,9 +91,9 @@ def main() -> None:
     base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
     base = load_config(base_file)
     by_name = {r["name"]: r for r in spec["rows"]}
-    unknown = sorted(set(args.only or ()) - set(by_name))
+    unknown = {*(args.only or ()), *(n for r in spec["rows"] for n in rows_named_by(r))} - set(by_name)
     if unknown:
-        parser.error(f"no row named {', '.join(unknown)} in {args.rows}")
+        parser.error(f"no row named {', '.join(sorted(unknown))} in {args.rows}")
     wanted = set(args.only or ()) | {spec["reference"]}
     wanted |= {other for name in wanted for other in rows_it_needs(by_name[name], by_name)}
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]

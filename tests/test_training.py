@@ -118,7 +118,6 @@ def test_the_report_renders_its_tables_and_images_in_a_browser(trained_run, demo
     assert rendered.shape[0] > 100 and np.abs(rendered.mean(axis=(0, 1)) - photo.mean(axis=(0, 1))).max() < 12
 
 
-
 def _perturbed_copy(run: Path, folder: Path, classes: list[str], seed: int) -> Path:
     """best.keras of `run` with its class layer's kernel shifted at random, and `classes` beside it."""
     model = keras.saving.load_model(run / "best.keras", compile=False)
