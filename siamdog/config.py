@@ -61,6 +61,11 @@ class StageConfig:
     schedule: Literal["plateau", "cosine", "cosine_restarts"] = "plateau"
     warmup_epochs: Annotated[int, Field(ge=0)] = 0
     cycle_epochs: Annotated[int, Field(gt=0)] = 1
+    # Mixing each training batch (siamdog.data.mixing, softmax mode only): "mixup" blends pairs
+    # of samples and their labels, "cutmix" pastes a box of one into another (images, or the
+    # cached feature maps of a fine-tuning stage); mix_alpha is the Beta parameter of the weight.
+    mix: Literal["none", "mixup", "cutmix"] = "none"
+    mix_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -155,6 +160,13 @@ class TrainConfig:
         if duplicates:
             raise ValueError(f"stage names must be unique; repeated: {', '.join(duplicates)}")
         return stages
+
+    @model_validator(mode="after")
+    def _mixing_is_softmax_only(self):
+        mixed = [s.name for s in self.stages if s.mix != "none"]
+        if mixed and self.mode != "softmax":
+            raise ValueError(f"stages {', '.join(mixed)} mix batches, which needs mode softmax (a mixed pair has no same-class answer)")
+        return self
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]

@@ -19,6 +19,7 @@ from siamdog.config import StageConfig, TrainConfig
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
+from siamdog.data.mixing import MixedBatches
 from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
@@ -147,6 +148,12 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
         )
     if config.front_engine != "keras" and not config.feature_cache_views:
         raise SiamdogError(f"front_engine {config.front_engine}: runs the cached pass, so it needs feature_cache_views >= 1")
+    for stage in config.stages:
+        if stage.mix == "cutmix" and config.feature_cache_views and not stage.trainable_blocks:
+            raise SiamdogError(
+                f"stages.{stage.name}.mix cutmix: with feature_cache_views a frozen stage trains on pooled features, "
+                "which have no box to cut (use mixup, or no feature cache)"
+            )
     if config.sampler == "class_balanced":
         try:
             check_class_balanced(config.batch_size, config.images_per_class, num_classes)
@@ -299,6 +306,8 @@ def prepare_stage(
     data = samples
     if config.mode == "multiloss":
         data = PairedBatches(samples, config.pair_every, workers=workers, outputs=fit_model.output_names)
+    elif stage.mix != "none":
+        data = MixedBatches(samples, stage.mix, stage.mix_alpha, sampling["seed"], workers=loader_workers(config.distribution, workers))
     return PreparedStage(fit_model, data, samples, val_classifier, val_batches)
 
 
