@@ -2,7 +2,8 @@
 #   make organize SRC=photos/ [LABELS=labels.csv] DST=data [TEST=0.2]
 #   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
 #   make lr-find DATA=data [CONFIG=...] [LR_OUT=build/lr-find] [LR_ARGS="--stage finetune --init-from RUN/best.keras"]
-#   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid [EVAL_TRAIN=data/train]
+#   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid [EVAL_TRAIN=data/train] [EVAL_ARGS="--tta"]
+#                 (MODEL="weights/run1 weights/run2": an ensemble, which needs EVAL_ARGS="--out DIR")
 #   make bench [PROFILE=cpu|full]    (needs ../shared; see bench/quality.py)
 #   make bench-ablation               (needs ../shared; see bench/ablation.py)
 #   make test-backends                (the end-to-end run under JAX and PyTorch)
@@ -23,6 +24,7 @@ TRAIN_ARGS ?=
 MODEL ?= $(RUN)
 EVAL_DATA ?= $(DATA)/valid
 EVAL_TRAIN ?=
+EVAL_ARGS ?=
 LR_OUT ?= build/lr-find
 LR_ARGS ?=
 DEMO ?= build/demo
@@ -50,7 +52,7 @@ lr-find: install
 	$(BIN)/siamdog lr-find --data "$(DATA)" --config "$(CONFIG)" --out "$(LR_OUT)" $(LR_ARGS)
 
 evaluate: install
-	$(BIN)/python tools/evaluate.py --model "$(MODEL)" --data "$(EVAL_DATA)" $(if $(EVAL_TRAIN),--train-data "$(EVAL_TRAIN)")
+	$(BIN)/python tools/evaluate.py --model $(MODEL) --data "$(EVAL_DATA)" $(if $(EVAL_TRAIN),--train-data "$(EVAL_TRAIN)") $(EVAL_ARGS)
 
 demo: install
 	rm -rf "$(DEMO)"
