@@ -162,10 +162,16 @@ class TrainConfig:
         return stages
 
     @model_validator(mode="after")
-    def _mixing_is_softmax_only(self):
+    def _mixing_fits(self):
         mixed = [s.name for s in self.stages if s.mix != "none"]
         if mixed and self.mode != "softmax":
             raise ValueError(f"stages {', '.join(mixed)} mix batches, which needs mode softmax (a mixed pair has no same-class answer)")
+        for stage in self.stages:
+            if stage.mix == "cutmix" and self.feature_cache_views and not stage.trainable_blocks:
+                raise ValueError(
+                    f"stages.{stage.name}.mix cutmix: with feature_cache_views a frozen stage trains on pooled features, "
+                    "so there is no box to cut for cutmix (use mixup, or no feature cache)"
+                )
         return self
 
     def stage_names(self) -> list[str]:
@@ -175,9 +181,9 @@ class TrainConfig:
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "config"
+        where = ".".join(str(p) for p in item["loc"])
         message = re.sub(r"^Value error, ", "", item["msg"])
-        parts.append(f"{where}: {message}")
+        parts.append(f"{where}: {message}" if where else message)  # a check across keys names them itself
     return "; ".join(parts)
 
 

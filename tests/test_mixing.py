@@ -66,9 +66,9 @@ def test_a_batch_s_mix_depends_on_the_seed_epoch_and_index_only():
 def test_mixing_is_refused_for_the_multi_loss_model_and_cutmix_on_pooled_features(demo, tmp_path):
     with pytest.raises(SiamdogError, match="needs mode softmax"):
         load_config(None, {"stages": [{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.1, "mix": "mixup"}]})
-    config = tiny_config(mode="softmax", feature_cache_views=1, stages=[{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.1, "mix": "cutmix"}])
+    stages = [{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.1, "mix": "cutmix"}]
     with pytest.raises(SiamdogError, match="no box to cut"):
-        train(demo / "data", tmp_path / "run", config, verbose=0)
+        train(demo / "data", tmp_path / "run", tiny_config(mode="softmax", feature_cache_views=1, stages=stages), verbose=0)
     assert not (tmp_path / "run").exists()
 
 

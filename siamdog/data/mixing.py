@@ -11,17 +11,12 @@ model trains on mixed batches: a mixed pair has no "same class?" answer.
 import keras
 import numpy as np
 
-MIXES = ("none", "mixup", "cutmix")
-
-
 def mixing_layer(kind: str, alpha: float) -> keras.layers.Layer:
-    """The Keras layer of `kind`; `alpha` is the Beta distribution's parameter of the mix weight
-    (CutMix draws its parameter between 0 and `alpha`)."""
-    if kind == "mixup":
-        return keras.layers.MixUp(alpha=alpha)
-    if kind == "cutmix":
-        return keras.layers.CutMix(factor=alpha)
-    raise ValueError(f"unknown mix {kind!r} (choose from {', '.join(MIXES[1:])})")
+    """The Keras layer of `kind` ("mixup" or "cutmix"); `alpha` is the Beta distribution's
+    parameter of the mix weight (CutMix draws its parameter between 0 and `alpha`). It mixes in
+    float32, whatever the global dtype policy: it prepares data, it is not part of a model."""
+    layers = {"mixup": lambda: keras.layers.MixUp(alpha=alpha, dtype="float32"), "cutmix": lambda: keras.layers.CutMix(factor=alpha, dtype="float32")}
+    return layers[kind]()
 
 
 class MixedBatches(keras.utils.PyDataset):
@@ -41,11 +36,13 @@ class MixedBatches(keras.utils.PyDataset):
         x, y = self.source[batch_index]
         # The layers weigh batches of maps; pooled features (MixUp only) are 1x1 maps.
         maps = x.reshape(len(x), 1, 1, -1) if x.ndim == 2 else x
+        # A generator of this batch's own: its draws depend on the batch alone, whichever worker
+        # thread makes it (an integer seed would give CutMix's two box corners the same draw).
         draw = int(np.random.default_rng([self.seed, self.source.epoch, batch_index]).integers(2**31))
         change = self.layer.get_random_transformation({"images": maps, "labels": y}, seed=keras.random.SeedGenerator(draw))
         mixed = self.layer.transform_images(maps, change)
         labels = self.layer.transform_labels(y, change)
-        return keras.ops.convert_to_numpy(mixed).reshape(x.shape), keras.ops.convert_to_numpy(labels).astype(np.float32)
+        return keras.ops.convert_to_numpy(mixed).reshape(x.shape), keras.ops.convert_to_numpy(labels)
 
     def on_epoch_end(self) -> None:
         self.source.on_epoch_end()

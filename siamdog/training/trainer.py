@@ -142,11 +142,6 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
             raise SiamdogError(
                 f"stages.{stage.name}.trainable_blocks: {config.backbone} has {spec.num_blocks} blocks; cannot unfreeze {stage.trainable_blocks}"
             )
-        if stage.mix == "cutmix" and config.feature_cache_views and not stage.trainable_blocks:
-            raise SiamdogError(
-                f"stages.{stage.name}.mix cutmix: with feature_cache_views a frozen stage trains on pooled features, "
-                "which have no box to cut (use mixup, or no feature cache)"
-            )
     if config.mode == "multiloss" and config.batch_size < 2:
         raise SiamdogError(
             f"batch_size {config.batch_size}: the multi-loss model pairs images within a batch, so a batch needs at least 2 (or use mode softmax)"
