@@ -5,7 +5,7 @@
 The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the reference row,
 and the rows: each changes some settings of the base (top-level keys under `settings`, a
 stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
-with or without TTA (bench/runner.py). A row with `probe: true` is the linear probe instead
+with the TTA it names (`tta`: none, flip (the default) or crops; bench/runner.py). A row with `probe: true` is the linear probe instead
 (`probe_c`: scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of
 that row's runs (listed after it). Every row is compared with the reference seed by seed (exact
 McNemar on the same test images), and with the rows it names under `compare_with` (which then
@@ -41,7 +41,7 @@ def row_config(base, row: dict, seed: int):
 
 
 def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list[dict]:
-    tta = row.get("tta", True)
+    tta = row.get("tta", "flip")
     if row.get("probe"):  # lbfgs does not depend on the seed: one fit stands for every seed
         probabilities, labels, seconds = linear_probe(bench, row_config(base, row, seeds[0]), seeds[0], tta, row.get("probe_c", 1.0))
         return [{"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)} for seed in seeds]
@@ -53,7 +53,7 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
         done = trained["state"]["completed"]
         probabilities, labels = bench.score(run, "test", tta)
         results.append({"seed": seed, "seconds": sum(v["seconds"] for v in done.values()),
-                        "test": errors(probabilities, labels), "valid_top1_err": errors(*bench.score(run, "valid", tta=False))["top1_err"],
+                        "test": errors(probabilities, labels), "valid_top1_err": errors(*bench.score(run, "valid", tta="none"))["top1_err"],
                         "best": trained["state"]["best"], "probabilities": probabilities, "labels": labels})
         print(row["name"], seed, results[-1]["test"]["top1_err"], flush=True)
     return results
@@ -106,14 +106,14 @@ def main() -> None:
     for row in rows:
         trained = by_name[row.get("ensemble_of", row["name"])]
         config = row_config(base, trained, spec["seeds"][0])
-        passes = bench.passes(config)
+        passes = bench.passes(config, row.get("tta", "flip"))
         if "ensemble_of" in row:
             per_row[row["name"]] = ensemble_row(per_row[row["ensemble_of"]])
         else:
             per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
-            "image_size": config.image_size, "tta": trained.get("tta", True),
+            "image_size": config.image_size, "tta": row.get("tta", "flip"),
             "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}",
         }
     reference = per_row[spec["reference"]]

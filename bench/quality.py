@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, recorded, summarize, train_run  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
+from siamdog.inference import TTA_VIEWS  # noqa: E402
 
 PROBES = {"linear_probe": 1.0, "linear_probe_c0001": 0.001}  # name -> scikit-learn's C
 VARIANTS = (*PROBES, "softmax_only", "multiloss", "multiloss_polish")
@@ -58,7 +59,7 @@ def describe_data(results: dict) -> str:
     return (
         f"dogs120: {results['train_images']} train, {results['valid_images']} valid and {results['test_images']} test images, "
         f"{results['classes']} breeds, {results['image_size']} px; config `{results['config']}`; seeds {results['seeds']}; "
-        f"test scoring {'with' if results['tta'] else 'without'} TTA (as is + mirrored). Total wall time {results['total_seconds'] / 60:.1f} min.\n"
+        f"test scoring with TTA {results['tta']} ({' + '.join(TTA_VIEWS[results['tta']])}). Total wall time {results['total_seconds'] / 60:.1f} min.\n"
     )
 
 
@@ -99,7 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml (default: cpu)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--no-tta", action="store_true", help="score the test images as is only")
+    parser.add_argument("--tta", default="flip", choices=("none", "flip", "crops"),
+                        help="the test images' views each score averages (siamdog.inference; default: flip, as is and mirrored)")
     parser.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
                         help="at the end, score one run with tools/evaluate.py on the test images and count the agreement (default: on)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
@@ -110,12 +112,12 @@ def main() -> None:
     config = load_config(config_file)
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
-    tta = not args.no_tta
+    tta = args.tta
     results = {**header("quality"), "profile": args.profile, "image_size": config.image_size, "seeds": args.seeds, "tta": tta,
                "config": str(config_file.relative_to(REPO)), **data_summary(bench.data)}
-    results["passes_seconds"] = bench.passes(config)
+    results["passes_seconds"] = bench.passes(config, tta)
     probe_config = dataclasses.replace(config, front_engine="keras")
-    results["probe_passes_seconds"] = bench.passes(probe_config)
+    results["probe_passes_seconds"] = bench.passes(probe_config, tta)
     pass_minutes = {name: sum(results["probe_passes_seconds" if name in PROBES else "passes_seconds"].values()) / 60 for name in VARIANTS}
     runs = Path(args.work) / "runs" / f"{args.profile}-{results['date']}"
     per_seed = {name: [] for name in VARIANTS}
@@ -149,12 +151,12 @@ def main() -> None:
             def measure() -> dict:
                 trained = train_run(bench, run, variant_config(config, name, seed), stages)
                 done = trained["state"]["completed"]
-                valid = bench.score(run, "valid", tta=False)
+                valid = bench.score(run, "valid", tta="none")
                 return {"seed": seed, "seconds": sum(done[stage]["seconds"] for stage in stages),
                         "test": errors(*bench.score(run, "test", tta)), "valid_top1_err": errors(*valid)["top1_err"],
                         "best": trained["state"]["best"], "run": str(run)}
 
-            per_seed[name].append(recorded(run / f"quality-{name}{'' if tta else '-no-tta'}.json", measure))
+            per_seed[name].append(recorded(run / f"quality-{name}{'' if tta == 'flip' else f'-tta-{tta}'}.json", measure))
             print(name, seed, per_seed[name][-1]["test"]["top1_err"], flush=True)
         publish()
     if args.check_images:

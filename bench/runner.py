@@ -8,6 +8,7 @@ the final scoring). Every run is trained by `siamdog.training.trainer.train`, th
 pass of the frozen front over the test images (as is and mirrored, for TTA) and runs only the
 rest of the model: best.keras's front is the untrained ImageNet front that made the cache, so
 this gives the image model's predictions (`check_against_images` compares the two on one run).
+`--tta crops` adds a second cached test pass, of the zoomed views.
 """
 
 import csv
@@ -23,7 +24,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
-TEST_VIEWS = 2  # as is and mirrored: what --tta averages
+
+
+def scoring_passes(tta: str) -> list[tuple[str, ...]]:
+    """The cached passes over the test images that hold a TTA's views: the one of every scoring
+    (as is and mirrored: `--tta flip`), and one of the views that `tta` adds to those."""
+    from siamdog.inference import TTA_VIEWS
+
+    flip = TTA_VIEWS["flip"]
+    more = TTA_VIEWS[tta][len(flip):]
+    return [flip, *([more] if more else [])]
 
 
 def organized_data(work: Path) -> Path:
@@ -58,9 +68,10 @@ class Bench:
         size = (config.image_size, config.image_size)
         return DirectoryBatches(self.data / split, size, config.batch_size, shuffle=False, classes=self.classes)
 
-    def inputs(self, tower, config, split: str, views: int, blocks: int | None = None):
+    def inputs(self, tower, config, split: str, views: int | tuple[str, ...], blocks: int | None = None):
         """Cached inputs of the part of `tower` after its last `blocks` trainable blocks (default:
-        where the config's frozen front ends), and the labels, for `views` views of `split`."""
+        where the config's frozen front ends), and the labels, for `views` of `split` (a count of
+        training views, or their names)."""
         from siamdog.data.augment import Augmentation
         from siamdog.training.feature_cache import stage_inputs
         from siamdog.training.front_engines import FrontEngine
@@ -74,29 +85,45 @@ class Bench:
         engine = FrontEngine(config.front_engine, calibration=batches) if split == "train" else FrontEngine()
         return stage_inputs(tower, config.backbone, front_blocks, cut, batches, views, augmentation, config.seed, engine=engine), batches.classes
 
-    def passes(self, config) -> dict:
-        """Make (or find) the cached passes a run of `config` and its scoring need; the seconds
-        they took when they were made (kept in the cache folder, since later runs only read them)."""
+    def view_inputs(self, tower, config, split: str, tta: str, blocks: int | None = None) -> tuple[list[np.ndarray], list[int]]:
+        """The cached inputs of each view of `split` that `tta` averages (one array of one view
+        each), and the labels."""
+        from siamdog.inference import TTA_VIEWS
+
+        passes = scoring_passes(tta) if split == "test" else [TTA_VIEWS[tta]]
+        arrays = [self.inputs(tower, config, split, names, blocks)[0] for names in passes]
+        views = [array[v : v + 1] for array in arrays for v in range(len(array))]
+        return views[: len(TTA_VIEWS[tta])], self.batches(split, config).classes
+
+    def passes(self, config, tta: str = "flip") -> dict:
+        """Make (or find) the cached passes a run of `config` and its scoring with `tta` need;
+        the seconds they took when they were made (kept in the cache folder, since later runs
+        only read them)."""
         from siamdog.models.backbones import build_tower
 
         tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
         record = self.data / ".siamdog-cache" / "pass-seconds.json"
         made = json.loads(record.read_text()) if record.is_file() else {}
         seconds = {}
-        for split, views in (("train", max(config.feature_cache_views, 1)), ("valid", 1), ("test", TEST_VIEWS)):
-            key = f"{config.backbone}-{config.image_size}px-{views}views-{max(s.trainable_blocks for s in config.stages)}blocks-{split}"
+        blocks = max(s.trainable_blocks for s in config.stages)
+        passes = {"train": max(config.feature_cache_views, 1), "valid": 1, "test": 2}  # test: as is and mirrored
+        passes |= {f"test {'+'.join(names)}": names for names in scoring_passes(tta)[1:]}
+        for name, views in passes.items():
+            split = name.split()[0]
+            shown = f"{views}views" if isinstance(views, int) else "+".join(views).replace(" ", "_")
+            key = f"{config.backbone}-{config.image_size}px-{shown}-{blocks}blocks-{split}"
             if split == "train" and config.front_engine != "keras":
                 key += f"-{config.front_engine}"
             started = time.monotonic()
             self.inputs(tower, config, split, views)
             self.inputs(tower, config, split, views, blocks=0)  # pooled features: heads and the probe
             made.setdefault(key, round(time.monotonic() - started, 1))
-            seconds[split] = made[key]
+            seconds[name] = made[key]
         record.write_text(json.dumps(made, indent=1))
         return seconds
 
-    def score(self, run: Path, split: str = "test", tta: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities, labels) of a run's best.keras on `split`, from the cached pass."""
+    def score(self, run: Path, split: str = "test", tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, labels) of a run's best.keras on `split`, from the cached passes."""
         from siamdog.config import load_config
         from siamdog.data.features import FeatureBatches
         from siamdog.inference import predict_batches
@@ -113,27 +140,27 @@ class Bench:
         cut = next(s.trainable_blocks for s in config.stages if s.name == best_stage)
         _, tail = split_tower(tower, config.backbone, cut)
         _, cached_classifier = heads_of(model, tail)
-        inputs, labels = self.inputs(tower, config, split, TEST_VIEWS if split == "test" else 1, blocks=cut)
-        views = inputs.shape[0] if tta else 1
+        views, labels = self.view_inputs(tower, config, split, tta, blocks=cut)
         probabilities = np.mean([
-            predict_batches(cached_classifier, FeatureBatches(inputs[v : v + 1], labels, len(self.classes), config.batch_size, shuffle=False))[0]
-            for v in range(views)
+            predict_batches(cached_classifier, FeatureBatches(view, labels, len(self.classes), config.batch_size, shuffle=False))[0]
+            for view in views
         ], axis=0)
         return probabilities, labels
 
-    def check_against_images(self, run: Path, tta: bool = True) -> dict:
+    def check_against_images(self, run: Path, tta: str = "flip") -> dict:
         """How many test images the cached scoring and `tools/evaluate.py` on the images agree on."""
         from siamdog.config import load_config
 
         out = run / "evaluation-images"
         command = [sys.executable, "tools/evaluate.py", "--model", str(run), "--data", str(self.data / "test"), "--out", str(out)]
-        subprocess.run(command + (["--tta"] if tta else []), check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        command += ["--tta", tta] if tta != "none" else []
+        subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         probabilities, _ = self.score(run, "test", tta)
         filenames = self.batches("test", load_config(run / "config.yaml")).filenames
         with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
             rows = {row["image"]: row["predicted"] for row in csv.DictReader(f)}
         agree = sum(rows[name] == self.classes[int(p.argmax())] for name, p in zip(filenames, probabilities))
-        return {"agree": agree, "images": len(filenames), "command": " ".join(command + (["--tta"] if tta else []))}
+        return {"agree": agree, "images": len(filenames), "command": " ".join(command)}
 
 
 def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) -> dict:
@@ -148,7 +175,7 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) 
     return {"state": state, "seconds": round(time.monotonic() - started, 1)}
 
 
-def linear_probe(bench: Bench, config, seed: int, tta: bool = True, c: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
     """Logistic regression (inverse regularization strength `c`) on the frozen tower's pooled
     features of every cached training view: (test probabilities, test labels, seconds to fit)."""
     from sklearn.linear_model import LogisticRegression
@@ -159,13 +186,12 @@ def linear_probe(bench: Bench, config, seed: int, tta: bool = True, c: float = 1
 
     tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
     train_x, train_y = bench.inputs(tower, config, "train", max(config.feature_cache_views, 1), blocks=0)
-    test_x, test_y = bench.inputs(tower, config, "test", TEST_VIEWS, blocks=0)
+    test_views, test_y = bench.view_inputs(tower, config, "test", tta, blocks=0)
     started = time.monotonic()
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
     probe.fit(np.asarray(train_x).reshape(-1, train_x.shape[-1]), np.tile(train_y, train_x.shape[0]))
     seconds = time.monotonic() - started
-    views = test_x.shape[0] if tta else 1
-    return np.mean([probe.predict_proba(np.asarray(test_x[v])) for v in range(views)], axis=0), test_y, seconds
+    return np.mean([probe.predict_proba(np.asarray(view[0])) for view in test_views], axis=0), test_y, seconds
 
 
 def errors(probabilities: np.ndarray, labels: np.ndarray) -> dict:

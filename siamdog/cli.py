@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
         p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
-        p.add_argument("--tta", action="store_true", help="test-time augmentation: average each image's probabilities as is and mirrored (2x the time)")
+        p.add_argument("--tta", nargs="?", const="flip", default="none", choices=("flip", "crops"),
+                       help="test-time augmentation: average each image's probabilities as is and mirrored (--tta or --tta flip: 2x the time), "
+                            "or also its centre enlarged, as is and mirrored (--tta crops: 4x)")
 
     p = commands.add_parser("export", help="write a run's classifier as a SavedModel, ONNX or LiteRT model")
     p.add_argument("model", help="run folder or .keras file (with classes.txt beside it)")

@@ -76,10 +76,11 @@ def predict_files(
     workers: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
-    tta: bool = False,
+    tta: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities for each readable file (averaged over TTA views with `tta`), and a
-    mask of which files were readable; one warning names the first unreadable file and the count."""
+    """Class probabilities for each readable file (averaged over the views of `tta`, see
+    siamdog.inference), and a mask of which files were readable; one warning names the first
+    unreadable file and the count."""
     size = tuple(classifier.input_shape[1:3])
     probabilities = np.zeros((len(paths), classifier.output_shape[-1]), dtype=np.float32)
     readable = np.zeros(len(paths), dtype=bool)
@@ -143,7 +144,7 @@ def score_folder(
     workers: int,
     max_pixels: int,
     progress: bool,
-    tta: bool,
+    tta: str,
 ) -> tuple[ScoredImages, int, list[str]]:
     """The readable images of `data_dir/<class>/` with their labels and probabilities, the
     count of unreadable ones, and the folders of classes the model does not know."""
@@ -190,7 +191,7 @@ def evaluate(
     workers: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
-    tta: bool = False,
+    tta: str = "none",
     class_map: dict[str, str] | None = None,
     train_dir: str | os.PathLike | None = None,
 ) -> Evaluation:
@@ -240,7 +241,7 @@ def evaluate(
     write_report(out_dir / "report.html", ReportInputs(
         title=f"siamdog evaluation of {' + '.join(f'{f.parent.name}/{f.name}' for f in model_files)} on {Path(data_dir).name}",
         headline=[*result.summary().splitlines(), f"model: {' + '.join(models)}" + (" (the mean of their probabilities)" if len(models) > 1 else ""),
-                  f"data: {data_dir}" + (" (with TTA)" if tta else "")],
+                  f"data: {data_dir}" + (f" (TTA: {tta})" if tta != "none" else "")],
         classes=classes, matrix=matrix, precision=precision, recall=recall, test=test, training=training,
     ))
     return result
@@ -286,7 +287,7 @@ def predict(
     workers: int = 4,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
-    tta: bool = False,
+    tta: str = "none",
     recursive: bool = False,
     top_k: int = 1,
     fmt: str = "submission",

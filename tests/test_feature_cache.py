@@ -9,7 +9,8 @@ from siamdog.data.batches import DirectoryBatches, PairedBatches
 from siamdog.data.features import FeatureBatches
 from siamdog.models.backbones import build_tower, split_tower, tower_between
 from siamdog.models.siamese import build_model, heads_of
-from siamdog.training.feature_cache import cached_outputs, stage_inputs, view_batch, weights_digest
+from siamdog.inference import zoomed
+from siamdog.training.feature_cache import cached_outputs, stage_inputs, training_views, view_batch, weights_digest
 from siamdog.errors import SiamdogError
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.trainer import train
@@ -41,13 +42,15 @@ def test_feature_batches_contract():
     assert np.array_equal(x, batches[0][0]) and np.array_equal(y2, y1[partner]) and same.sum() >= 2
 
 
-def test_views_are_original_mirror_then_augmented():
+def test_training_views_are_original_mirror_then_augmented():
+    assert training_views(1) == ("as is",) and training_views(3) == ("as is", "mirrored", "augmented")
     images = np.random.default_rng(0).uniform(0, 255, (2, 8, 10, 3)).astype("float32")
     aug = Augmentation(rotation_range=30)
     rng = np.random.default_rng(0)
-    assert view_batch(images, 0, aug, rng) is images
-    assert np.array_equal(view_batch(images, 1, aug, rng), images[:, :, ::-1])
-    assert view_batch(images, 2, aug, rng).shape == images.shape
+    assert view_batch(images, "as is", aug, rng) is images
+    assert np.array_equal(view_batch(images, "mirrored", aug, rng), images[:, :, ::-1])
+    augmented = view_batch(images, "augmented", aug, rng)
+    assert augmented.shape == images.shape and not np.allclose(augmented, images)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,19 @@ def test_one_pass_is_cached_and_keyed_by_what_decides_it(tower, tmp_path):
     assert len(list(cache.glob("*.npy"))) == 3
     with pytest.raises(ValueError, match="unshuffled"):
         cached_outputs(tower, DirectoryBatches(folders, (71, 71), 2), 1, Augmentation())
+
+
+def test_a_pass_of_named_views_holds_those_views(tower, tmp_path):
+    folders = make_class_folders(tmp_path / "data" / "test", {"a": 3, "b": 2}, size=(30, 30))
+    batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
+    cache = tmp_path / "data" / ".siamdog-cache"
+    flip = cached_outputs(tower, batches, ("as is", "mirrored"), Augmentation(), progress=False)
+    assert cached_outputs(tower, batches, 2, Augmentation(), progress=False).filename == flip.filename, "the training pass of 2 views is the flip pass"
+    crops = cached_outputs(tower, batches, ("zoomed", "zoomed mirrored"), Augmentation(), progress=False)
+    assert crops.shape == flip.shape and len(list(cache.glob("*.npy"))) == 2
+    images = batches[0][0]
+    np.testing.assert_allclose(crops[0, :2], tower.predict_on_batch(zoomed(images)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(crops[1, :2], tower.predict_on_batch(zoomed(images)[:, :, ::-1]), rtol=1e-4, atol=1e-6)
 
 
 def test_front_and_tail_compose_to_the_tower(tower):

@@ -137,9 +137,9 @@ def test_several_models_are_scored_as_the_mean_of_their_probabilities(trained_ru
     paths = [str(p) for p in sorted((demo / "test").rglob("*.jpg"))]
     ensemble, ensemble_classes, files = load_classifiers([trained_run, other])
     assert ensemble_classes == classes and files == [trained_run / "best.keras", other / "best.keras"]
-    members = [predict_files(load_classifiers(m)[0], paths, progress=False, tta=True)[0] for m in (trained_run, other)]
+    members = [predict_files(load_classifiers(m)[0], paths, progress=False, tta="flip")[0] for m in (trained_run, other)]
     assert not np.allclose(*members), "the two members differ"
-    np.testing.assert_allclose(predict_files(ensemble, paths, progress=False, tta=True)[0], np.mean(members, axis=0), atol=1e-5)
+    np.testing.assert_allclose(predict_files(ensemble, paths, progress=False, tta="flip")[0], np.mean(members, axis=0), atol=1e-5)
 
     command = ["evaluate", "--model", str(trained_run), str(other), "--data", str(demo / "test")]
     assert main(command) == 2
@@ -147,7 +147,7 @@ def test_several_models_are_scored_as_the_mean_of_their_probabilities(trained_ru
     assert main([*command, "--out", str(tmp_path / "eval"), "--tta"]) == 0
     assert capsys.readouterr().out.startswith("top-1 error: ")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["model"] == [str(f) for f in files] and metrics["verification"] is None
+    assert metrics["model"] == [str(f) for f in files] and metrics["verification"] is None and metrics["tta"] == "flip"
     truth = np.array([classes.index(Path(p).parent.name) for p in paths])
     assert metrics["top1_error"] == pytest.approx(np.mean(np.mean(members, axis=0).argmax(1) != truth))
 
@@ -241,6 +241,11 @@ def test_predict_writes_the_submission_format(trained_run, demo, tmp_path, capsy
     for line in lines:
         label, image_id = line.split("\t")
         assert label in classes and (images / f"{image_id}.jpg").exists()
+    assert main(["predict", "--model", str(trained_run), "--images", str(images), "--out", str(out), "--tta", "crops"]) == 0
+    assert [line.split("\t")[1] for line in out.read_text().splitlines()] == [line.split("\t")[1] for line in lines]
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(trained_run), "--images", str(images), "--out", str(out), "--tta", "sideways"])
+    assert "invalid choice: 'sideways'" in capsys.readouterr().err
 
 
 def test_predict_refuses_what_would_make_a_wrong_submission_before_any_work(trained_run, demo, tmp_path, capsys):

@@ -6,8 +6,9 @@ trainable blocks (its outputs are those blocks' input activations), or the whole
 stage unfreezes any. One pass of the front over the images serves every stage: a stage that
 trains fewer blocks (`heads`: none) maps the cached activations through the frozen blocks
 between (a small fraction of the tower's work) and caches that too.
-Views of an image: 0 is the image as is, 1 its horizontal mirror, 2 and above seeded random
-augmentations. The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
+A pass holds views of each image: a training pass of n views holds the image as is, its
+horizontal mirror, then seeded random augmentations; a scoring pass may hold any of
+siamdog.inference's TTA views by name (the zoomed ones of `--tta crops`). The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
 samples, ...) per pass, named by everything that decides its content (the weights of the part,
 image size, views, the file list, and for augmented views the seed and the augmentation
 settings), so several runs on the same organized data (the
@@ -28,20 +29,23 @@ from tqdm import tqdm
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches
 from siamdog.files import replace_atomically
-from siamdog.inference import predict_batch
+from siamdog.inference import VIEWS, predict_batch
 from siamdog.models.backbones import tower_between
 from siamdog.training.front_engines import FrontEngine
 
 log = logging.getLogger(__name__)
 
 
-def view_batch(images: np.ndarray, view: int, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
+def training_views(count: int) -> tuple[str, ...]:
+    """The views a training pass of `count` views holds."""
+    return ("as is", "mirrored", *["augmented"] * (count - 2))[:count]
+
+
+def view_batch(images: np.ndarray, view: str, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
     """View `view` of a batch of RGB images (float32, as DirectoryBatches yields them)."""
-    if view == 0:
-        return images
-    if view == 1:
-        return images[:, :, ::-1]
-    return np.stack([augmentation.apply(image.astype(np.uint8), rng) for image in images]).astype(np.float32)
+    if view == "augmented":
+        return np.stack([augmentation.apply(image.astype(np.uint8), rng) for image in images]).astype(np.float32)
+    return VIEWS[view](images)
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -60,7 +64,7 @@ def precision_key(model: keras.Model) -> dict:
     return {} if policy == "float32" else {"precision": policy}
 
 
-def cache_path(batches: DirectoryBatches, front_key: dict, views: int) -> Path:
+def cache_path(batches: DirectoryBatches, front_key: dict, views: int | list[str]) -> Path:
     """Where the pass of a front (identified by `front_key`) over `batches` is stored."""
     listing = hashlib.sha256("\n".join(batches.filenames).encode("utf-8", "surrogateescape")).hexdigest()
     key = json.dumps({**front_key, "views": views, "size": batches.target_size, "files": listing}, sort_keys=True)
@@ -90,7 +94,7 @@ def _stored(path: Path, shape: tuple, dtype: str, fill) -> np.ndarray:
 def cached_outputs(
     front: keras.Model,
     batches: DirectoryBatches,
-    views: int,
+    views: int | tuple[str, ...],
     augmentation: Augmentation,
     seed: int = 0,
     dtype: str = "float32",
@@ -99,28 +103,31 @@ def cached_outputs(
 ) -> np.ndarray:
     """`front`'s outputs for every view of every image, shape (views, samples, ...), in the
     (unshuffled) order of `batches`: read from the cache, or computed once (run by `engine`,
-    Keras by default) and stored."""
+    Keras by default) and stored. `views`: a count of training views, or the views' names."""
     engine = engine or FrontEngine()
     if batches.shuffle or batches.augmentation is not None:
         raise ValueError("the cache pass needs unshuffled, unaugmented batches")
-    # Views 0 and 1 (as is, mirrored) depend on neither the seed nor the augmentation settings,
-    # so runs with other seeds share that pass.
-    augmented = {"seed": seed, "augmentation": dataclasses.asdict(augmentation)} if views > 2 else {}
+    names = training_views(views) if isinstance(views, int) else tuple(views)
+    # As-is and mirrored views depend on neither the seed nor the augmentation settings, so
+    # runs with other seeds share that pass. Training passes keep the names they had when views
+    # were only counted.
+    augmented = {"seed": seed, "augmentation": dataclasses.asdict(augmentation)} if "augmented" in names else {}
     front_key = {"weights": weights_digest(front), "output": list(front.output_shape[1:]), "dtype": dtype, **augmented, **engine.key, **precision_key(front)}
+    key_views = len(names) if names == training_views(len(names)) else list(names)
 
     def fill(out):
         run = engine.runner(front)
-        with tqdm(total=views * batches.samples, desc=f"{front.name} pass ({views} view(s))", unit="img", disable=not progress) as bar:
+        with tqdm(total=len(names) * batches.samples, desc=f"{front.name} pass ({len(names)} view(s))", unit="img", disable=not progress) as bar:
             for i in range(len(batches)):
                 images, _ = batches[i]
                 start = i * batches.batch_size
-                for view in range(views):
-                    batch = view_batch(images, view, augmentation, np.random.default_rng([seed, view, i]))
-                    out[view, start : start + len(images)] = run(batch)
+                for v, name in enumerate(names):
+                    batch = view_batch(images, name, augmentation, np.random.default_rng([seed, v, i]))
+                    out[v, start : start + len(images)] = run(batch)
                     bar.update(len(images))
 
-    shape = (views, batches.samples, *front.output_shape[1:])
-    return _stored(cache_path(batches, front_key, views), shape, dtype, fill)
+    shape = (len(names), batches.samples, *front.output_shape[1:])
+    return _stored(cache_path(batches, front_key, key_views), shape, dtype, fill)
 
 
 def cached_mapping(
@@ -150,7 +157,7 @@ def stage_inputs(
     front_blocks: int,
     blocks: int,
     batches: DirectoryBatches,
-    views: int,
+    views: int | tuple[str, ...],
     augmentation: Augmentation,
     seed: int = 0,
     progress: bool = True,
