@@ -165,7 +165,8 @@ class TrainConfig:
     def _mixing_fits(self):
         mixed = [s.name for s in self.stages if s.mix != "none"]
         if mixed and self.mode != "softmax":
-            raise ValueError(f"stages {', '.join(mixed)} mix batches, which needs mode softmax (a mixed pair has no same-class answer)")
+            keys = ", ".join(f"stages.{name}.mix" for name in mixed)
+            raise ValueError(f"{keys}: mixing batches needs mode softmax (a mixed pair has no same-class answer)")
         for stage in self.stages:
             if stage.mix == "cutmix" and self.feature_cache_views and not stage.trainable_blocks:
                 raise ValueError(

@@ -64,7 +64,7 @@ def test_a_batch_s_mix_depends_on_the_seed_epoch_and_index_only():
 
 
 def test_mixing_is_refused_for_the_multi_loss_model_and_cutmix_on_pooled_features(demo, tmp_path):
-    with pytest.raises(SiamdogError, match="needs mode softmax"):
+    with pytest.raises(SiamdogError, match=r"^config: stages.heads.mix: mixing batches needs mode softmax \("):
         load_config(None, {"stages": [{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.1, "mix": "mixup"}]})
     stages = [{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 0.1, "mix": "cutmix"}]
     with pytest.raises(SiamdogError, match="no box to cut"):
