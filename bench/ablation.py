@@ -106,14 +106,14 @@ def main() -> None:
     for row in rows:
         trained = by_name[row.get("ensemble_of", row["name"])]
         config = row_config(base, trained, spec["seeds"][0])
-        passes = bench.passes(config, row.get("tta", "flip"))
+        passes = bench.passes(config, trained.get("tta", "flip"))
         if "ensemble_of" in row:
             per_row[row["name"]] = ensemble_row(per_row[row["ensemble_of"]])
         else:
             per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
-            "image_size": config.image_size, "tta": row.get("tta", "flip"),
+            "image_size": config.image_size, "tta": trained.get("tta", "flip"),
             "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}",
         }
     reference = per_row[spec["reference"]]
