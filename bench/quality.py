@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml (default: cpu)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--tta", default="flip", choices=("none", "flip", "crops"),
+    parser.add_argument("--tta", default="flip", choices=TTA_VIEWS,
                         help="the test images' views each score averages (siamdog.inference; default: flip, as is and mirrored)")
     parser.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
                         help="at the end, score one run with tools/evaluate.py on the test images and count the agreement (default: on)")

@@ -27,8 +27,8 @@ VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
 
 
 def scoring_passes(tta: str) -> list[tuple[str, ...]]:
-    """The cached passes over the test images that hold a TTA's views: the one of every scoring
-    (as is and mirrored: `--tta flip`), and one of the views that `tta` adds to those."""
+    """The cached passes over the scored images that hold a TTA's views: the one of every
+    scoring (as is and mirrored: `--tta flip`), and one of the views that `tta` adds to those."""
     from siamdog.inference import TTA_VIEWS
 
     flip = TTA_VIEWS["flip"]
@@ -90,7 +90,8 @@ class Bench:
         each), and the labels."""
         from siamdog.inference import TTA_VIEWS
 
-        passes = scoring_passes(tta) if split == "test" else [TTA_VIEWS[tta]]
+        # Valid without TTA reads the training's own valid pass (as is only).
+        passes = [TTA_VIEWS[tta]] if split != "test" and tta == "none" else scoring_passes(tta)
         arrays = [self.inputs(tower, config, split, names, blocks)[0] for names in passes]
         views = [array[v : v + 1] for array in arrays for v in range(len(array))]
         return views[: len(TTA_VIEWS[tta])], self.batches(split, config).classes
@@ -175,9 +176,9 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) 
     return {"state": state, "seconds": round(time.monotonic() - started, 1)}
 
 
-def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 1.0, split: str = "test") -> tuple[np.ndarray, np.ndarray, float]:
     """Logistic regression (inverse regularization strength `c`) on the frozen tower's pooled
-    features of every cached training view: (test probabilities, test labels, seconds to fit)."""
+    features of every cached training view: (probabilities and labels of `split`, seconds to fit)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -186,12 +187,12 @@ def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 
 
     tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
     train_x, train_y = bench.inputs(tower, config, "train", max(config.feature_cache_views, 1), blocks=0)
-    test_views, test_y = bench.view_inputs(tower, config, "test", tta, blocks=0)
+    scored_views, scored_y = bench.view_inputs(tower, config, split, tta, blocks=0)
     started = time.monotonic()
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
     probe.fit(np.asarray(train_x).reshape(-1, train_x.shape[-1]), np.tile(train_y, train_x.shape[0]))
     seconds = time.monotonic() - started
-    return np.mean([probe.predict_proba(np.asarray(view[0])) for view in test_views], axis=0), test_y, seconds
+    return np.mean([probe.predict_proba(np.asarray(view[0])) for view in scored_views], axis=0), scored_y, seconds
 
 
 def errors(probabilities: np.ndarray, labels: np.ndarray) -> dict:

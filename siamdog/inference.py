@@ -11,7 +11,7 @@ mirrored: a closer look at the dog, which photos tend to centre.
 import cv2
 import numpy as np
 
-ZOOM = 0.85  # the fraction of each side the zoomed views keep (0.85 and 0.7 tried on the valid split: bench/README.md)
+ZOOM = 0.85  # the fraction of each side the zoomed views keep (crops on the valid split: bench/tta_views.py)
 TTA_VIEWS = {
     "none": ("as is",),
     "flip": ("as is", "mirrored"),
