@@ -125,8 +125,10 @@ class TrainConfig:
     # 0: every stage sees freshly decoded (and augmented) images every epoch. n >= 1: the frozen
     # front of the tower runs once, and stages train on its cached outputs, for n views of each
     # image where they augment (1: as is, 2: plus its mirror, more: plus seeded augmentations of
-    # the `augment` settings) and the image as is where they do not.
-    feature_cache_views: Annotated[int, Field(ge=0)] = 0
+    # the `augment` settings) and the image as is where they do not. Or the views by name, the
+    # image as is first: siamdog.inference's TTA views, such as
+    # [as is, mirrored, zoomed, zoomed mirrored] (the views `--tta crops` averages).
+    feature_cache_views: Annotated[int, Field(ge=0)] | list[str] = 0
     # What runs that front for the cache (siamdog.training.front_engines): "keras", or OpenVINO
     # in float32 ("openvino") or int8 ("openvino_int8", 2.5-3.2x the Keras pass on 2 CPU cores). The saved
     # model is Keras float32 whichever runs the pass.
@@ -148,6 +150,20 @@ class TrainConfig:
 
         if value not in BACKBONES:
             raise ValueError(f"unknown backbone {value!r} (choose from {', '.join(BACKBONES)})")
+        return value
+
+    @field_validator("feature_cache_views")
+    @classmethod
+    def _known_views(cls, value: int | list[str]) -> int | list[str]:
+        from siamdog.inference import VIEWS
+
+        if isinstance(value, int):
+            return value
+        unknown = [v for v in value if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"unknown view {unknown[0]!r} (choose from {', '.join(VIEWS)})")
+        if not value or value[0] != "as is":
+            raise ValueError("the first view must be 'as is' (a stage that does not augment trains on it)")
         return value
 
     @field_validator("stages")

@@ -44,6 +44,8 @@ def test_overrides_win_over_the_file(tmp_path):
         ("stages:\n- {name: a, epochs: 2, optimizer: sgd, learning_rate: 0.1, warmup_epochs: 1}\n", "stages.0: warmup_epochs: only the cosine schedule warms up"),
         ("stages:\n- {name: a, epochs: 2, optimizer: sgd, learning_rate: 0.1, schedule: cosine, warmup_epochs: 2}\n", "stages.0: warmup_epochs 2 leaves none of the stage's 2 epoch"),
         ("stages:\n- {name: a, epochs: 2, optimizer: sgd, learning_rate: 0.1, schedule: step}\n", "stages.0.schedule"),
+        ("feature_cache_views: [as is, sideways]\n", "feature_cache_views: unknown view 'sideways'"),
+        ("feature_cache_views: [mirrored, as is]\n", "feature_cache_views: the first view must be 'as is'"),
         ("- just a list\n", "expected a mapping"),
         ("key: [unclosed\n", "not valid YAML"),
     ],

@@ -104,6 +104,37 @@ def test_a_pass_of_named_views_holds_those_views(tower, tmp_path):
     np.testing.assert_allclose(crops[1, :2], tower.predict_on_batch(zoomed(images)[:, :, ::-1]), rtol=1e-4, atol=1e-6)
 
 
+def test_named_training_views_reuse_the_flip_pass(tower, tmp_path):
+    folders = make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 2}, size=(30, 30))
+    batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
+    cache = tmp_path / "data" / ".siamdog-cache"
+    flip = stage_inputs(tower, "xception", 0, 0, batches, 2, Augmentation(), progress=False)
+    views = stage_inputs(tower, "xception", 0, 0, batches, ("as is", "mirrored", "zoomed"), Augmentation(), progress=False)
+    assert len(views) == 3 and all(view.shape == (5, 2048) for view in views)
+    assert np.array_equal(views[0], flip[0]) and np.array_equal(views[1], flip[1])
+    zoomed_pass = cached_outputs(tower, batches, ("zoomed",), Augmentation(), progress=False)
+    assert np.array_equal(views[2], zoomed_pass[0])
+    assert len(list(cache.glob("*.npy"))) == 2, "the flip pass and one pass of the zoomed view, nothing copied"
+    # Views that do not begin with the flip pair are one pass of their own.
+    assert stage_inputs(tower, "xception", 0, 0, batches, ("as is", "zoomed"), Augmentation(), progress=False).shape == (2, 5, 2048)
+
+
+def test_feature_batches_read_a_list_of_views_as_the_stacked_array():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(3, 10, 4)).astype("float32")
+    labels = np.array([0, 1] * 5)
+    stacked = FeatureBatches(features, labels, 2, batch_size=4, seed=5)
+    listed = FeatureBatches(list(features), labels, 2, batch_size=4, seed=5)
+    for epoch in range(2):
+        for i in range(len(stacked)):
+            assert all(np.array_equal(a, b) for a, b in zip(stacked[i], listed[i]))
+        assert len(set(stacked.views)) == 3
+        stacked.on_epoch_end()
+        listed.on_epoch_end()
+    with pytest.raises(ValueError, match="each view"):
+        FeatureBatches([features[0], features[1][:5]], labels, 2)
+
+
 def test_front_and_tail_compose_to_the_tower(tower):
     front, tail = split_tower(tower, "xception", 2)
     image = np.random.default_rng(1).uniform(0, 255, (2, 71, 71, 3)).astype("float32")
@@ -174,6 +205,16 @@ def test_cached_stages_learn_and_resume_on_the_int8_front(demo, tmp_path):
     assert state["best"]["val_accuracy"] >= 0.75, "chance is 0.25"
     with pytest.raises(SiamdogError, match="needs feature_cache_views"):
         train(demo / "data", tmp_path / "other", tiny_config(front_engine="openvino"), verbose=0)
+
+
+def test_stages_train_on_named_cached_views(demo, tmp_path):
+    cache = demo / "data" / ".siamdog-cache"
+    before = set(cache.glob("train-*.npy"))
+    config = tiny_config(mode="softmax", feature_cache_views=["as is", "mirrored", "zoomed"])
+    state = train(demo / "data", tmp_path / "run", config, verbose=0)
+    assert set(state["completed"]) == {"heads", "finetune", "polish"}
+    views = [np.load(path, mmap_mode="r").shape[0] for path in set(cache.glob("train-*.npy")) - before]
+    assert 1 in views and 3 not in views, "the zoomed view is a pass of its own beside the flip pass"
 
 
 @pytest.mark.parametrize("sampler_kind", ["shuffled", "class_balanced"])

@@ -16,8 +16,9 @@ from siamdog.data.sampling import sampler_for
 
 
 class FeatureBatches(keras.utils.PyDataset):
-    """(features, one-hot labels) batches from an array of shape (views, samples, ...): pooled
-    features, or the activations where the trainable blocks begin.
+    """(features, one-hot labels) batches from views of cached features: an array of shape
+    (views, samples, ...) or a list of one array (samples, ...) per view, of pooled features or
+    of the activations where the trainable blocks begin.
 
     The epoch order comes from the same `Sampler` as DirectoryBatches' (so a batch holds the
     same samples, in the same order, whether its images or their cached features are read),
@@ -27,7 +28,7 @@ class FeatureBatches(keras.utils.PyDataset):
 
     def __init__(
         self,
-        features: np.ndarray,
+        features: np.ndarray | list[np.ndarray],
         labels: np.ndarray,
         num_classes: int,
         batch_size: int = 32,
@@ -37,8 +38,8 @@ class FeatureBatches(keras.utils.PyDataset):
         images_per_class: int = 4,
     ):
         super().__init__()
-        if features.ndim < 3 or features.shape[1] != len(labels):
-            raise ValueError(f"features must have shape (views, {len(labels)}, ...), got {features.shape}")
+        if any(view.ndim < 2 or len(view) != len(labels) for view in features):
+            raise ValueError(f"each view of the features must have shape ({len(labels)}, ...), got {[view.shape for view in features]}")
         self.features = features
         self.classes = np.asarray(labels, dtype=np.int64)
         self.num_classes = num_classes
@@ -62,11 +63,14 @@ class FeatureBatches(keras.utils.PyDataset):
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         ids = self.index_array[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
-        # Read in file order (a memory-mapped array reads fastest so), then put the rows back
-        # in the sampler's order: the pairs a batch makes depend on that order.
-        reading = np.argsort(ids, kind="stable")
-        x = np.empty((len(ids), *self.features.shape[2:]), dtype=np.float32)
-        x[reading] = self.features[self.views[ids[reading]], ids[reading]]
+        x = np.empty((len(ids), *self.features[0].shape[1:]), dtype=np.float32)
+        views = self.views[ids]
+        for view in np.unique(views):
+            # Read in file order (a memory-mapped array reads fastest so), into the rows of the
+            # sampler's order: the pairs a batch makes depend on that order.
+            rows = np.flatnonzero(views == view)
+            rows = rows[np.argsort(ids[rows], kind="stable")]
+            x[rows] = self.features[view][ids[rows]]
         return x, keras.utils.to_categorical(self.classes[ids], self.num_classes).astype(np.float32)
 
     def on_epoch_end(self) -> None:

@@ -41,6 +41,16 @@ def training_views(count: int) -> tuple[str, ...]:
     return ("as is", "mirrored", *["augmented"] * (count - 2))[:count]
 
 
+def passes_of(views: int | tuple[str, ...]) -> list[int | tuple[str, ...]]:
+    """The cached passes that hold `views` (a count of training views, or names): views named
+    after the image as is and its mirror are a pass of their own, so that they reuse the pass
+    of those two that training and flip scoring share."""
+    if isinstance(views, int):
+        return [views]
+    names, flip = tuple(views), training_views(2)
+    return [flip, names[len(flip):]] if len(names) > len(flip) and names[: len(flip)] == flip else [names]
+
+
 def view_batch(images: np.ndarray, view: str, augmentation: Augmentation, rng: np.random.Generator) -> np.ndarray:
     """View `view` of a batch of RGB images (float32, as DirectoryBatches yields them)."""
     if view == "augmented":
@@ -163,16 +173,19 @@ def stage_inputs(
     progress: bool = True,
     engine: FrontEngine | None = None,
 ) -> np.ndarray:
-    """The cached inputs of a stage that trains the last `blocks` blocks, shape (views, samples,
-    ...): the activations where those blocks begin (pooled features for 0), from one pass of
-    the front that stops where the last `front_blocks` blocks begin (front_blocks >= blocks),
-    mapped through the frozen blocks between if there are any. `engine` runs the front."""
+    """The cached inputs of a stage that trains the last `blocks` blocks, for each view: the
+    activations where those blocks begin (pooled features for 0), from a pass of the front that
+    stops where the last `front_blocks` blocks begin (front_blocks >= blocks), mapped through the
+    frozen blocks between if there are any. `engine` runs the front. One array (views,
+    samples, ...) where the views are one pass, else a list of one array (samples, ...) per view,
+    read from their passes without copying them."""
     def dtype(cut):  # pooled features are small; activations are not
         return "float16" if cut else "float32"
 
     front = tower_between(tower, backbone, None, front_blocks)
-    activations = cached_outputs(front, batches, views, augmentation, seed, dtype(front_blocks), progress, engine)
-    if blocks == front_blocks:
-        return activations
-    middle = tower_between(tower, backbone, front_blocks, blocks)
-    return cached_mapping(middle, activations, batches.batch_size, dtype(blocks), progress)
+    middle = tower_between(tower, backbone, front_blocks, blocks) if blocks != front_blocks else None
+    passes = []
+    for pass_views in passes_of(views):
+        activations = cached_outputs(front, batches, pass_views, augmentation, seed, dtype(front_blocks), progress, engine)
+        passes.append(activations if middle is None else cached_mapping(middle, activations, batches.batch_size, dtype(blocks), progress))
+    return passes[0] if len(passes) == 1 else [view for array in passes for view in array]
