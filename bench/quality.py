@@ -21,7 +21,7 @@ interval, the valid error separately, and `minutes`: the cached passes plus trai
 organized data to the evaluated model, as one run alone would take. Fine-tuned variants are
 compared with softmax-only and with the probe by exact McNemar tests on the same test images,
 seed by seed; a difference that not every seed's test confirms is reported as a tie.
-Writes bench/results/<profile>-<date>.json and .md.
+Writes bench/results/<profile>-<date>.json and .md (<profile>-<date>-tta-<tta> with a --tta other than flip).
 """
 
 import argparse
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, recorded, summarize, train_run  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
-from siamdog.inference import TTA_VIEWS  # noqa: E402
+from siamdog.inference import DEFAULT_TTA, TTA_VIEWS  # noqa: E402
 
 PROBES = {"linear_probe": 1.0, "linear_probe_c0001": 0.001}  # name -> scikit-learn's C
 VARIANTS = (*PROBES, "softmax_only", "multiloss", "multiloss_polish")
@@ -100,8 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml (default: cpu)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--tta", default="flip", choices=TTA_VIEWS,
-                        help="the test images' views each score averages (siamdog.inference; default: flip, as is and mirrored)")
+    parser.add_argument("--tta", default=DEFAULT_TTA, choices=TTA_VIEWS,
+                        help=f"the test images' views each score averages (siamdog.inference; default: {DEFAULT_TTA}, what a bare --tta means)")
     parser.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
                         help="at the end, score one run with tools/evaluate.py on the test images and count the agreement (default: on)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
@@ -139,7 +139,8 @@ def main() -> None:
                                   for a, b in COMPARISONS if per_seed[a] and per_seed[b]}
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         results["total_seconds"] = round(time.monotonic() - started, 1)
-        write_results(args.out, f"{args.profile}-{results['date']}", results, title, report(results))
+        stem = f"{args.profile}-{results['date']}" + ("" if tta == "flip" else f"-tta-{tta}")
+        write_results(args.out, stem, results, title, report(results))
 
     for seed in args.seeds:
         for name, run_name, stages in (("softmax_only", "softmax_only", staged), ("multiloss", "multiloss", staged),

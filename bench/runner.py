@@ -26,14 +26,14 @@ SHARED = REPO.parent / "shared"
 VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
 
 
-def scoring_passes(tta: str) -> list[tuple[str, ...]]:
-    """The cached passes over the scored images that hold a TTA's views: the one of every
-    scoring (as is and mirrored: `--tta flip`), and one of the views that `tta` adds to those."""
+def scored_views(split: str, tta: str) -> tuple[str, ...]:
+    """The views of `split` that scoring with `tta` reads. They are cached in the passes of
+    siamdog.training.feature_cache.passes_of: the flip pass (as is and mirrored), plus one of the
+    zoomed views for crops. Test without TTA reads the as-is view of the flip pass, which every
+    scoring of test shares; valid without TTA reads the training's one-view valid pass."""
     from siamdog.inference import TTA_VIEWS
 
-    flip = TTA_VIEWS["flip"]
-    more = TTA_VIEWS[tta][len(flip):]
-    return [flip, *([more] if more else [])]
+    return TTA_VIEWS["flip"] if split == "test" and tta == "none" else TTA_VIEWS[tta]
 
 
 def training_pass_views(config) -> int | tuple[str, ...]:
@@ -97,30 +97,27 @@ class Bench:
         each), and the labels."""
         from siamdog.inference import TTA_VIEWS
 
-        # Valid without TTA reads the training's own valid pass (as is only).
-        passes = [TTA_VIEWS[tta]] if split != "test" and tta == "none" else scoring_passes(tta)
-        arrays = [self.inputs(tower, config, split, names, blocks)[0] for names in passes]
-        views = [array[v : v + 1] for array in arrays for v in range(len(array))]
-        return views[: len(TTA_VIEWS[tta])], self.batches(split, config).classes
+        views, labels = self.inputs(tower, config, split, scored_views(split, tta), blocks)
+        return [views[v : v + 1] for v in range(len(TTA_VIEWS[tta]))], labels
 
     def passes(self, config, tta: str = "flip") -> dict:
         """Make (or find) the cached passes a run of `config` and its scoring with `tta` need;
         the seconds they took when they were made (kept in the cache folder, since later runs
         only read them)."""
         from siamdog.models.backbones import build_tower
-        from siamdog.training.feature_cache import passes_of
+        from siamdog.training.feature_cache import passes_of, training_views
 
         tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
         record = self.data / ".siamdog-cache" / "pass-seconds.json"
         made = json.loads(record.read_text()) if record.is_file() else {}
         seconds = {}
         blocks = max(s.trainable_blocks for s in config.stages)
-        passes = {"train": training_pass_views(config), "valid": 1, "test": 2}  # test: as is and mirrored
-        passes |= {f"test {'+'.join(names)}": names for names in scoring_passes(tta)[1:]}
-        for name, views in passes.items():
-            split = name.split()[0]
-            seconds[name] = 0.0
+        for split, views in {"train": training_pass_views(config), "valid": 1, "test": scored_views("test", tta)}.items():
+            seconds[split] = 0.0
             for pass_views in passes_of(views):
+                # A pass of a training pass's views goes by their count, as the cache names it.
+                if not isinstance(pass_views, int) and pass_views == training_views(len(pass_views)):
+                    pass_views = len(pass_views)
                 shown = f"{pass_views}views" if isinstance(pass_views, int) else "+".join(pass_views).replace(" ", "_")
                 key = f"{config.backbone}-{config.image_size}px-{shown}-{blocks}blocks-{split}"
                 if split == "train" and config.front_engine != "keras":
@@ -129,7 +126,7 @@ class Bench:
                 self.inputs(tower, config, split, pass_views)
                 self.inputs(tower, config, split, pass_views, blocks=0)  # pooled features: heads and the probe
                 made.setdefault(key, round(time.monotonic() - started, 1))
-                seconds[name] += made[key]
+                seconds[split] = round(seconds[split] + made[key], 1)
         record.write_text(json.dumps(made, indent=1))
         return seconds
 
@@ -186,22 +183,27 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) 
     return {"state": state, "seconds": round(time.monotonic() - started, 1)}
 
 
-def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 1.0, split: str = "test") -> tuple[np.ndarray, np.ndarray, float]:
-    """Logistic regression (inverse regularization strength `c`) on the frozen tower's pooled
-    features of every cached training view: (probabilities and labels of `split`, seconds to fit)."""
+def fit_probe(train_views: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0):
+    """Logistic regression (inverse regularization strength `c`, on standardized features)
+    fitted on every view of the training samples: `train_views` has shape (views, samples, features)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
+    return probe.fit(train_views.reshape(-1, train_views.shape[-1]), np.tile(labels, len(train_views)))
+
+
+def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 1.0, split: str = "test") -> tuple[np.ndarray, np.ndarray, float]:
+    """The probe (`fit_probe`) on the frozen tower's pooled features of every cached training
+    view: (probabilities and labels of `split`, seconds to fit)."""
     from siamdog.models.backbones import build_tower
 
     tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
     train_x, train_y = bench.inputs(tower, config, "train", training_pass_views(config), blocks=0)
-    train_x = np.asarray(train_x)  # (views, samples, features)
     scored_views, scored_y = bench.view_inputs(tower, config, split, tta, blocks=0)
     started = time.monotonic()
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
-    probe.fit(train_x.reshape(-1, train_x.shape[-1]), np.tile(train_y, train_x.shape[0]))
+    probe = fit_probe(np.asarray(train_x), np.asarray(train_y), c, seed)
     seconds = time.monotonic() - started
     return np.mean([probe.predict_proba(np.asarray(view[0])) for view in scored_views], axis=0), scored_y, seconds
 

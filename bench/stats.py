@@ -21,7 +21,7 @@ def mcnemar(right_a, right_b) -> dict:
         raise ValueError("the two models were scored on different images")
     only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
     p_value = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
-    return {"only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": round(float(p_value), 4)}
+    return {"only_a_right": only_a, "only_b_right": only_b, "mcnemar_p": float(f"{p_value:.4g}")}  # 4 significant digits: small p stay readable
 
 
 def verdict(tests: list[dict]) -> str:

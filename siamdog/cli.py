@@ -9,7 +9,7 @@ import sys
 from siamdog import __version__
 from siamdog.data.images import DEFAULT_MAX_PIXELS
 from siamdog.errors import SiamdogError
-from siamdog.inference import TTA_VIEWS
+from siamdog.inference import DEFAULT_TTA, TTA_VIEWS
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 BACKEND_COMMANDS = ("train", "lr-find", "evaluate", "predict", "export", "verify", "embed", "search")  # the commands that load Keras
@@ -277,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
         p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images claiming more pixels, undecoded")
-        p.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_VIEWS,
-                       help="test-time augmentation: average each image's probabilities as is and mirrored (--tta or --tta flip: 2x the time), "
-                            "or also its centre enlarged, as is and mirrored (--tta crops: 4x)")
+        p.add_argument("--tta", nargs="?", const=DEFAULT_TTA, default="none", choices=TTA_VIEWS,
+                       help="test-time augmentation: average each image's probabilities as is and mirrored (--tta flip: 2x the time), "
+                            f"or also its centre enlarged, as is and mirrored (--tta crops: 4x); a bare --tta is --tta {DEFAULT_TTA}")
 
     p = commands.add_parser("export", help="write a run's classifier as a SavedModel, ONNX or LiteRT model")
     p.add_argument("model", help="run folder or .keras file (with classes.txt beside it)")

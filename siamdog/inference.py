@@ -17,6 +17,9 @@ TTA_VIEWS = {
     "flip": ("as is", "mirrored"),
     "crops": ("as is", "mirrored", "zoomed", "zoomed mirrored"),
 }
+# What a bare --tta means: crops beat flip by 1.4 points on 5,724 training photos, each scored
+# by a probe fitted without it (bench/tta_views.py, cross-validated; p < 1e-6).
+DEFAULT_TTA = "crops"
 
 
 def mirrored(images: np.ndarray) -> np.ndarray:

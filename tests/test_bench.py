@@ -64,9 +64,11 @@ def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compare
     assert rows_it_needs(by_name["run"], by_name) == ["probe"]  # what a compared row is compared with does not run
 
 
-def test_every_scoring_shares_the_flip_pass_and_crops_adds_the_zoomed_one():
-    from bench.runner import scoring_passes
+def test_every_scoring_of_test_shares_the_flip_pass_and_crops_adds_the_zoomed_one():
+    from bench.runner import scored_views
+    from siamdog.training.feature_cache import passes_of
 
     flip = ("as is", "mirrored")
-    assert scoring_passes("none") == [flip] and scoring_passes("flip") == [flip]
-    assert scoring_passes("crops") == [flip, ("zoomed", "zoomed mirrored")]
+    assert passes_of(scored_views("test", "none")) == [flip] and passes_of(scored_views("test", "flip")) == [flip]
+    assert passes_of(scored_views("test", "crops")) == [flip, ("zoomed", "zoomed mirrored")]
+    assert scored_views("valid", "none") == ("as is",), "valid without TTA reads the training's valid pass"

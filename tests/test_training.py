@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from siamdog.cli import main
+from siamdog.cli import build_parser, main
 from siamdog.config import load_config
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import evaluate
@@ -131,6 +131,7 @@ def _perturbed_copy(run: Path, folder: Path, classes: list[str], seed: int) -> P
 
 def test_several_models_are_scored_as_the_mean_of_their_probabilities(trained_run, demo, tmp_path, capsys):
     from siamdog.evaluate import load_classifiers, predict_files
+    from siamdog.models.ensemble import average_classifiers
 
     classes = (trained_run / "classes.txt").read_text().splitlines()
     other = _perturbed_copy(trained_run, tmp_path / "other", classes, seed=0)
@@ -140,11 +141,15 @@ def test_several_models_are_scored_as_the_mean_of_their_probabilities(trained_ru
     members = [predict_files(load_classifiers(m)[0], paths, progress=False, tta="flip")[0] for m in (trained_run, other)]
     assert not np.allclose(*members), "the two members differ"
     np.testing.assert_allclose(predict_files(ensemble, paths, progress=False, tta="flip")[0], np.mean(members, axis=0), atol=1e-5)
+    loaded = [load_classifiers(m)[0] for m in (trained_run, other)]
+    names = [m.name for m in loaded]
+    average_classifiers(loaded)
+    assert [m.name for m in loaded] == names, "an ensemble leaves its members' names alone"
 
     command = ["evaluate", "--model", str(trained_run), str(other), "--data", str(demo / "test")]
     assert main(command) == 2
     assert capsys.readouterr().err.strip() == "siamdog evaluate: error: an ensemble's evaluation has no run folder to go in: give --out"
-    assert main([*command, "--out", str(tmp_path / "eval"), "--tta"]) == 0
+    assert main([*command, "--out", str(tmp_path / "eval"), "--tta", "flip"]) == 0
     assert capsys.readouterr().out.startswith("top-1 error: ")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["model"] == [str(f) for f in files] and metrics["verification"] is None and metrics["tta"] == "flip"
@@ -242,6 +247,7 @@ def test_predict_writes_the_submission_format(trained_run, demo, tmp_path, capsy
         label, image_id = line.split("\t")
         assert label in classes and (images / f"{image_id}.jpg").exists()
     assert main(["predict", "--model", str(trained_run), "--images", str(images), "--out", str(out), "--tta", "crops"]) == 0
+    assert build_parser().parse_args(["predict", "--model", "m", "--images", "i", "--out", "o", "--tta"]).tta == "crops", "a bare --tta is crops"
     assert [line.split("\t")[1] for line in out.read_text().splitlines()] == [line.split("\t")[1] for line in lines]
     with pytest.raises(SystemExit):
         main(["predict", "--model", str(trained_run), "--images", str(images), "--out", str(out), "--tta", "sideways"])

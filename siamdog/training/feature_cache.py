@@ -7,8 +7,11 @@ stage unfreezes any. One pass of the front over the images serves every stage: a
 trains fewer blocks (`heads`: none) maps the cached activations through the frozen blocks
 between (a small fraction of the tower's work) and caches that too.
 A pass holds views of each image: a training pass of n views holds the image as is, its
-horizontal mirror, then seeded random augmentations; a scoring pass may hold any of
-siamdog.inference's TTA views by name (the zoomed ones of `--tta crops`). The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
+horizontal mirror, then seeded random augmentations; views may also be named (siamdog.inference's
+TTA views, such as the zoomed ones of `--tta crops`), for training or scoring. Named views after
+the image as is and mirrored are a pass of their own (`passes_of`), so that those two come
+from the pass that every training and flip scoring shares.
+The cache lives in `<split folder>/../.siamdog-cache/`, one `.npy` file (views,
 samples, ...) per pass, named by everything that decides its content (the weights of the part,
 image size, views, the file list, and for augmented views the seed and the augmentation
 settings), so several runs on the same organized data (the
