@@ -7,7 +7,8 @@ and the rows: each changes some settings of the base (top-level keys under `sett
 stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
 with the TTA it names (`tta`: none, flip (the default) or crops; bench/runner.py). A row with `probe: true` is the linear probe instead
 (`probe_c`: scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of
-that row's runs (listed after it). Every row is compared with the reference seed by seed (exact
+that row's runs (listed after it); a row with `pseudo_labels: {threshold: T}` goes on from its
+training with pseudo-label rounds on the test photos, without their labels. Every row is compared with the reference seed by seed (exact
 McNemar on the same test images), and with the rows it names under `compare_with` (which then
 run too), and gets the command that reproduces it. Techniques on the heads train on cached
 pooled features in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
@@ -49,11 +50,10 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
     for seed in seeds:
         config = row_config(base, row, seed)
         run = runs / f"{row.get('run', row['name'])}-seed{seed}"
-        trained = train_run(bench, run, config, row.get("stages"))
-        done = trained["state"]["completed"]
-        probabilities, labels = bench.score(run, "test", tta)
-        results.append({"seed": seed, "seconds": sum(v["seconds"] for v in done.values()),
-                        "test": errors(probabilities, labels), "valid_top1_err": errors(*bench.score(run, "valid", tta="none"))["top1_err"],
+        trained = train_run(bench, run, config, row.get("stages"), row.get("pseudo_labels"))
+        probabilities, labels = bench.score(trained["run"], "test", tta)
+        results.append({"seed": seed, "seconds": trained["seconds"], "test": errors(probabilities, labels),
+                        "valid_top1_err": errors(*bench.score(trained["run"], "valid", tta="none"))["top1_err"],
                         "best": trained["state"]["best"], "probabilities": probabilities, "labels": labels})
         print(row["name"], seed, results[-1]["test"]["top1_err"], flush=True)
     return results
@@ -83,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=str(REPO / "bench" / "configs" / "ablation.yaml"))
     parser.add_argument("--only", nargs="+", help="run only these rows (and the reference)")
+    parser.add_argument("--reference", help="the row every row is compared with (default: the rows file's)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -91,16 +92,17 @@ def main() -> None:
     base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
     base = load_config(base_file)
     by_name = {r["name"]: r for r in spec["rows"]}
-    unknown = {*(args.only or ()), *(n for r in spec["rows"] for n in rows_named_by(r))} - set(by_name)
+    reference = args.reference or spec["reference"]
+    unknown = {*(args.only or ()), reference, *(n for r in spec["rows"] for n in rows_named_by(r))} - set(by_name)
     if unknown:
         parser.error(f"no row named {', '.join(sorted(unknown))} in {args.rows}")
-    wanted = set(args.only or ()) | {spec["reference"]}
+    wanted = set(args.only or ()) | {reference}
     wanted |= {other for name in wanted for other in rows_it_needs(by_name[name], by_name)}
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
     results = {**header("ablation"), "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
-               "reference": spec["reference"], "seeds": spec["seeds"], **data_summary(bench.data), "rows": {}}
+               "reference": reference, "seeds": spec["seeds"], **data_summary(bench.data), "rows": {}}
     runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
     per_row = {}
     for row in rows:
@@ -114,13 +116,12 @@ def main() -> None:
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
             "image_size": config.image_size, "tta": trained.get("tta", "flip"),
-            "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}",
+            "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}" + (f" --reference {reference}" if args.reference else ""),
         }
-    reference = per_row[spec["reference"]]
     for row in rows:
         name, seeds = row["name"], per_row[row["name"]]
-        if name != spec["reference"]:
-            results["rows"][name]["against_reference"] = compare(seeds, reference[: len(seeds)])
+        if name != reference:
+            results["rows"][name]["against_reference"] = compare(seeds, per_row[reference][: len(seeds)])
         for other in (o for o in row.get("compare_with", []) if o in per_row):  # rows named by a row that --only left out do not run
             results["rows"][name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)

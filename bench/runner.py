@@ -171,16 +171,27 @@ class Bench:
         return {"agree": agree, "images": len(filenames), "command": " ".join(command)}
 
 
-def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None) -> dict:
-    """Train (or resume) a run of `config` in `run`; its state and wall seconds."""
+def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, pseudo_labels: dict | None = None) -> dict:
+    """Train (or resume) a run of `config` in `run`: its state, the folder of the model to score
+    and the seconds its training took. With `pseudo_labels` ({"threshold": T, "rounds": N}), the
+    run goes on with pseudo-label rounds on the test photos, without their labels (as `siamdog
+    train --pseudo-labels DATA/test` would): the model is the last round's, and the seconds
+    count every round's training and labelling."""
     import keras
 
+    from siamdog.training.pseudo_rounds import round_folder, train_with_pseudo_labels
     from siamdog.training.trainer import train
 
     keras.backend.clear_session()
-    started = time.monotonic()
-    state = train(bench.data, run, config, stages=stages, verbose=0)
-    return {"state": state, "seconds": round(time.monotonic() - started, 1)}
+    if not pseudo_labels:
+        state = train(bench.data, run, config, stages=stages, verbose=0)
+        return {"state": state, "run": run, "seconds": sum(v["seconds"] for v in state["completed"].values())}
+    rounds = pseudo_labels.get("rounds", 1)
+    final, state = train_with_pseudo_labels(bench.data, run, config, bench.data / "test", pseudo_labels["threshold"], rounds, stages, verbose=0)
+    folders = [run, *(round_folder(run, r) for r in range(1, rounds + 1))]
+    seconds = sum(v["seconds"] for folder in folders for v in json.loads((folder / "state.json").read_text())["completed"].values())
+    seconds += sum(json.loads((folder / "pseudo-labels.json").read_text())["seconds"] for folder in folders[1:])
+    return {"state": state, "run": final, "seconds": round(seconds, 1)}
 
 
 def fit_probe(train_views: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0):

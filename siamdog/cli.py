@@ -65,13 +65,20 @@ def _train_config(args):
 
 
 def _train(args) -> int:
+    from siamdog.training.pseudo_rounds import train_with_pseudo_labels
     from siamdog.training.trainer import train
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    state = train(args.data, args.run, _train_config(args), stages=stages, workers=args.workers, tensorboard_dir=args.tensorboard)
+    if args.pseudo_labels is None:
+        run, state = args.run, train(args.data, args.run, _train_config(args), stages=stages, workers=args.workers, tensorboard_dir=args.tensorboard)
+    else:
+        run, state = train_with_pseudo_labels(
+            args.data, args.run, _train_config(args), args.pseudo_labels, args.threshold, args.rounds, stages, workers=args.workers,
+            tensorboard_dir=args.tensorboard,
+        )
     best = state.get("best") or {}
     if best:
-        print(f"best val_accuracy {best['val_accuracy']:.4f} ({best['stage']}, epoch {best['epoch']}); model: {args.run}/best.keras")
+        print(f"best val_accuracy {best['val_accuracy']:.4f} ({best['stage']}, epoch {best['epoch']}); model: {run}/best.keras")
     return 0
 
 
@@ -239,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder: config, checkpoints, best model, history")
     p.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     p.add_argument("--tensorboard", metavar="DIR", help="also log every stage's per-epoch figures for TensorBoard into DIR/<stage>/")
+    p.add_argument("--pseudo-labels", metavar="DIR",
+                   help="after training, label the images under DIR where the model is confident and train again on them too "
+                        "(the last round's model is RUN/pseudo-round-N/best.keras)")
+    p.add_argument("--threshold", type=float, default=0.9, help="the probability from which an image is pseudo-labelled (default: 0.9)")
+    p.add_argument("--rounds", type=int, default=1, help="pseudo-label rounds, each labelled by the previous one's model (default: 1)")
     p.set_defaults(handler=_train)
 
     p = commands.add_parser(

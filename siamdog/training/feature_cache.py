@@ -82,7 +82,7 @@ def cache_path(batches: DirectoryBatches, front_key: dict, views: int | list[str
     listing = hashlib.sha256("\n".join(batches.filenames).encode("utf-8", "surrogateescape")).hexdigest()
     key = json.dumps({**front_key, "views": views, "size": batches.target_size, "files": listing}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    split = Path(batches.directory)
+    split = Path(batches.directory).resolve()  # a linked split (a pseudo-label round's valid) shares its folder's passes
     return split.parent / ".siamdog-cache" / f"{split.name}-{digest}.npy"
 
 
