@@ -29,7 +29,7 @@ import yaml  # noqa: E402
 
 from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 from bench.quality import VARIANT_HEADER, comparison_line, variant_rows  # noqa: E402
-from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, summarize, train_run  # noqa: E402
+from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, pseudo_label_figures, summarize, train_run  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
 
 
@@ -55,6 +55,8 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
         results.append({"seed": seed, "seconds": trained["seconds"], "test": errors(probabilities, labels),
                         "valid_top1_err": errors(*bench.score(trained["run"], "valid", tta="none"))["top1_err"],
                         "best": trained["state"]["best"], "probabilities": probabilities, "labels": labels})
+        if row.get("pseudo_labels"):
+            results[-1]["pseudo_labels"] = pseudo_label_figures(trained["run"])
         print(row["name"], seed, results[-1]["test"]["top1_err"], flush=True)
     return results
 
@@ -144,6 +146,8 @@ def report(results: dict) -> str:
         "",
         *[comparison_line(f"{name} vs {results['reference']}", row["against_reference"]) for name, row in rows.items() if "against_reference" in row],
         *[comparison_line(f"{name} vs {other}", c) for name, row in rows.items() for other, c in row.get("against", {}).items()],
+        *[f"{name}: pseudo-labelled test photos per seed " + ", ".join(f"{p['chosen']} ({p['precision']:.3f} of them right)" for p in row["pseudo_labels_seeds"])
+          + "; the test labels are read only for this line, after training" for name, row in rows.items() if "pseudo_labels_seeds" in row],
         "",
         "Each row: " + "; ".join(f"`{name}`: `{row['command']}`" for name, row in rows.items()),
     ]

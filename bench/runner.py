@@ -194,6 +194,15 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, 
     return {"state": state, "run": final, "seconds": round(seconds, 1)}
 
 
+def pseudo_label_figures(round_folder: Path) -> dict:
+    """How many test photos a pseudo-label round chose, and how many of their pseudo-labels are
+    right: the test photos' class folders are read only to report this, after training."""
+    with open(round_folder / "pseudo-labels.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    right = sum(Path(row["image"]).parent.name == row["class"] for row in rows)
+    return {"chosen": len(rows), "right": right, "precision": round(right / len(rows), 4)}
+
+
 def fit_probe(train_views: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0):
     """Logistic regression (inverse regularization strength `c`, on standardized features)
     fitted on every view of the training samples: `train_views` has shape (views, samples, features)."""
@@ -244,6 +253,8 @@ def summarize(per_seed: list[dict], pass_minutes: float) -> dict:
         "minutes": round(pass_minutes + float(np.mean([s["seconds"] for s in per_seed])) / 60, 1),
         "seeds": [s["seed"] for s in per_seed],
     }
+    if "pseudo_labels" in per_seed[0]:
+        summary["pseudo_labels_seeds"] = [s["pseudo_labels"] for s in per_seed]
     valid = [s["valid_top1_err"] for s in per_seed if s.get("valid_top1_err") is not None]
     if valid:
         summary["valid_top1_err"] = round(float(np.mean(valid)), 4)
