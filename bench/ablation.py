@@ -124,7 +124,8 @@ def main() -> None:
         name, seeds = row["name"], per_row[row["name"]]
         if name != reference:
             results["rows"][name]["against_reference"] = compare(seeds, per_row[reference][: len(seeds)])
-        for other in (o for o in row.get("compare_with", []) if o in per_row):  # rows named by a row that --only left out do not run
+        # Rows named by a row that --only left out do not run; the reference has its own line.
+        for other in (o for o in row.get("compare_with", []) if o in per_row and o != reference):
             results["rows"][name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["total_seconds"] = round(time.monotonic() - started, 1)
