@@ -2,15 +2,16 @@
 
     python bench/ablation.py [--rows bench/configs/ablation.yaml]     (make bench-ablation)
 
-The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the reference row,
-and the rows: each changes some settings of the base (top-level keys under `settings`, a
-stage's keys under `stage_settings`), runs some of its stages, and is scored on the test split
-with the TTA it names (`tta`: none, flip (the default) or crops; bench/runner.py). A row with `probe: true` is the linear probe instead
-(`probe_c`: scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of
-that row's runs (listed after it); a row with `pseudo_labels: {threshold: T}` goes on from its
-training with pseudo-label rounds on the test photos, without their labels. Every row is compared with the reference seed by seed (exact
-McNemar on the same test images), and with the rows it names under `compare_with` (which then
-run too), and gets the command that reproduces it. Techniques on the heads train on cached
+The rows file names a base profile (bench/configs/<base>.yaml), the seeds, the reference row
+(`--reference` names another), and the rows: each changes some settings of the base (top-level
+keys under `settings`, a stage's keys under `stage_settings`), runs some of its stages, and is
+scored on the test split with the TTA it names (`tta`: none, flip (the default) or crops;
+bench/runner.py). A row with `probe: true` is the linear probe instead (`probe_c`:
+scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of that row's
+runs (listed after it); a row with `pseudo_labels: {threshold: T}` goes on from its training
+with pseudo-label rounds on the test photos, without their labels. Every row is compared with
+the reference seed by seed (exact McNemar on the same test images), and with the rows it names
+under `compare_with` (which then run too), and gets the command that reproduces it. Techniques on the heads train on cached
 pooled features in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
 Writes bench/results/ablation-<date>.json and .md.
 """
@@ -133,6 +134,11 @@ def main() -> None:
     write_results(args.out, stem, results, "siamdog ablation on held-out dogs120 photos", report(results))
 
 
+def pseudo_label_line(name: str, per_seed: list[dict]) -> str:
+    counts = ", ".join(f"{p['chosen']} ({p['precision']:.3f} of them right)" for p in per_seed)
+    return f"{name}: pseudo-labelled test photos per seed {counts}; the test labels are read only for this line, after training"
+
+
 def report(results: dict) -> str:
     rows = results["rows"]
     table = variant_rows(rows, list(rows))
@@ -147,8 +153,7 @@ def report(results: dict) -> str:
         "",
         *[comparison_line(f"{name} vs {results['reference']}", row["against_reference"]) for name, row in rows.items() if "against_reference" in row],
         *[comparison_line(f"{name} vs {other}", c) for name, row in rows.items() for other, c in row.get("against", {}).items()],
-        *[f"{name}: pseudo-labelled test photos per seed " + ", ".join(f"{p['chosen']} ({p['precision']:.3f} of them right)" for p in row["pseudo_labels_seeds"])
-          + "; the test labels are read only for this line, after training" for name, row in rows.items() if "pseudo_labels_seeds" in row],
+        *[pseudo_label_line(name, row["pseudo_labels_seeds"]) for name, row in rows.items() if "pseudo_labels_seeds" in row],
         "",
         "Each row: " + "; ".join(f"`{name}`: `{row['command']}`" for name, row in rows.items()),
     ]

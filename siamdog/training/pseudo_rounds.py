@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from siamdog.config import TrainConfig
-from siamdog.data.batches import list_classes
+from siamdog.data.batches import index_class_folders
 from siamdog.data.pseudo_labels import check_threshold, lay_out_round, read_labels, select_confident, write_labels
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import list_images, load_classifier, predict_files
@@ -74,8 +74,9 @@ def train_with_pseudo_labels(
     tensorboard_dir: str | os.PathLike | None = None,
 ) -> tuple[Path, dict]:
     """Round 0 (the run as configured), then `rounds` pseudo-label rounds on the images under
-    `images_dir` (any depth; folder names are ignored), each running `stages` (default: all). Returns the last round's run folder and
-    its state. With `tensorboard_dir`, round r logs under `tensorboard_dir/pseudo-round-r/`."""
+    `images_dir` (any depth; folder names are ignored), each running `stages` (default: all).
+    Returns the last round's run folder and its state. With `tensorboard_dir`, round r logs
+    under `tensorboard_dir/pseudo-round-r/`."""
     check_threshold(threshold)
     if rounds < 1:
         raise SiamdogError(f"--rounds must be at least 1, got {rounds}")
@@ -92,16 +93,16 @@ def train_with_pseudo_labels(
                 "use the same --pseudo-labels and --threshold to resume, or another --run"
             )
     state = train(data_dir, run_dir, config, stages, workers=workers, verbose=verbose, tensorboard_dir=tensorboard_dir)
+    labelled = len(index_class_folders(data_dir / "train", classes)[0])
     teacher = run_dir
     for round_number in range(1, rounds + 1):
         folder = round_folder(run_dir, round_number)
         summary = label_images(teacher, images, threshold, folder, workers)
         round_data = folder / "data"
-        if not (round_data / "train").is_dir() or list_classes(round_data / "train") != classes:
+        if not round_data.is_dir():  # lay_out_round renames a whole folder into place, or none
             pseudo_images, labels = read_labels(folder / "pseudo-labels.csv", classes)
             lay_out_round(data_dir, round_data, classes, pseudo_images, labels)
-        log.info("pseudo-label round %d: %d labelled + %d pseudo-labelled training photos", round_number,
-                 sum(1 for _ in (data_dir / "train").glob("*/*")), summary["chosen"])
+        log.info("pseudo-label round %d: %d labelled + %d pseudo-labelled training photos", round_number, labelled, summary["chosen"])
         logs = None if tensorboard_dir is None else Path(tensorboard_dir) / folder.name
         state = train(round_data, folder, config, stages, workers=workers, verbose=verbose, tensorboard_dir=logs)
         teacher = folder
