@@ -32,7 +32,7 @@ def main() -> None:
     partner = np.roll(np.arange(32), -1).astype("int32")
     same = (y.argmax(1) == y[partner].argmax(1)).astype("float32")
     for outputs in (BATCH_OUTPUTS, ()):
-        model, _ = heads_of(build_model("multiloss", tower, 120, batch_outputs=outputs))
+        model = heads_of(build_model("multiloss", tower, 120, batch_outputs=outputs)).training
         compile_stage(model, keras.optimizers.Nadam(1e-3), binary_loss_weight=0.5)
         targets = pair_targets(y, partner, same, model.output_names)
         for _ in range(20):

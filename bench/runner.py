@@ -140,14 +140,16 @@ class Bench:
 
         config = load_config(run / "config.yaml")
         tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
-        model = build_model(config.mode, tower, len(self.classes), config.dropout, config.embedding_size)
+        model = build_model(
+            config.mode, tower, len(self.classes), config.dropout, config.embedding_size, auxiliary_head=config.auxiliary_head
+        )
         model.image_classifier.load_weights(run / "best.keras")
         # The tower is ImageNet's up to the blocks that the stage which made best.keras trained:
         # from there on, the model runs on the cached inputs (pooled features for a frozen stage).
         best_stage = json.loads((run / "best.json").read_text())["stage"]
         cut = next(s.trainable_blocks for s in config.stages if s.name == best_stage)
         _, tail = split_tower(tower, config.backbone, cut)
-        _, cached_classifier = heads_of(model, tail)
+        cached_classifier = heads_of(model, tail).classifier
         views, labels = self.view_inputs(tower, config, split, tta, blocks=cut)
         probabilities = np.mean([
             predict_batches(cached_classifier, FeatureBatches(view, labels, len(self.classes), config.batch_size, shuffle=False))[0]

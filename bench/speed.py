@@ -70,7 +70,7 @@ def step_rate(model: keras.Model, batch_size: int, size: int, classes: int, step
     labels = rng.integers(0, classes, batch_size)
     partner = batch_partners(labels, positives=False).astype("int32")
     y = keras.utils.to_categorical(labels, classes)
-    targets = pair_targets(y, partner, same_class(labels, labels[partner]))
+    targets = pair_targets(y, partner, same_class(labels, labels[partner]), model.output_names)
     model.train_on_batch([x, partner], targets)  # traces the step
     started = time.perf_counter()
     for _ in range(steps):
@@ -120,7 +120,7 @@ def main() -> None:
 
     for stage in recipe.stages:
         batches = DirectoryBatches(data / "train", size, batch, augmentation=augmentation if stage.augment else None)
-        paired = PairedBatches(batches, recipe.pair_every, workers=args.workers)
+        paired = PairedBatches(batches, recipe.pair_every, workers=args.workers, outputs=model.output_names)
         unfreeze_last_blocks(tower, "xception", stage.trainable_blocks)
         compile_stage(model, make_optimizer(stage.optimizer, stage.learning_rate, stage.momentum), **stage.loss_weights())
         loader = loader_rate(paired, args.loader_batches, args.workers)

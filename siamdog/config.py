@@ -18,6 +18,7 @@ from siamdog.errors import SiamdogError
 _STRICT = ConfigDict(extra="forbid")
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 NonNegative = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 @dataclass(config=_STRICT)
@@ -45,6 +46,9 @@ class StageConfig:
     learning_rate: Annotated[float, Field(gt=0)]
     momentum: Fraction = 0.0
     trainable_blocks: Annotated[int, Field(ge=0)] = 0  # 0: tower frozen; n: its last n blocks train
+    # fast.ai's differential learning rates: the heads train at learning_rate, the last unfrozen
+    # block at learning_rate * block_lr_factor, the one before it at * block_lr_factor ** 2, ...
+    block_lr_factor: Annotated[float, Field(gt=0, le=1)] = 1.0
     binary_loss_weight: NonNegative = 0.0  # weight of the "same class?" loss (multiloss only)
     triplet_loss_weight: NonNegative = 0.0  # weight of the batch-hard triplet loss on the embedding (multiloss only)
     center_loss_weight: NonNegative = 0.0  # weight of the center loss on the embedding (multiloss only)
@@ -66,6 +70,16 @@ class StageConfig:
     # cached feature maps of a fine-tuning stage); mix_alpha is the Beta parameter of the weight.
     mix: Literal["none", "mixup", "cutmix"] = "none"
     mix_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
+    # The Baidu blog's random-quadrant mask (siamdog.data.occlusion): the probability that a
+    # training sample has one random quadrant filled with its mean (of the image, or on the
+    # feature cache of the feature map where the trainable blocks begin). Any mode.
+    quadrant_mask: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _block_rates_fit(self):
+        if self.block_lr_factor != 1 and not self.trainable_blocks:
+            raise ValueError(f"block_lr_factor {self.block_lr_factor}: this stage trains no blocks of the tower (trainable_blocks 0)")
+        return self
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -121,6 +135,9 @@ class TrainConfig:
     # 0: the heads read the pooled features (the original recipe); n: a gated linear unit
     # compresses them to n values first, and trains in every stage (siamdog.models.siamese).
     embedding_size: Annotated[int, Field(ge=0)] = 0
+    # With an embedding (multiloss): a second classifier on the pooled features themselves (the
+    # Baidu blog's auxiliary head), fused with the first by their valid accuracies.
+    auxiliary_head: bool = False
     seed: int = 0
     # 0: every stage sees freshly decoded (and augmented) images every epoch. n >= 1: the frozen
     # front of the tower runs once, and stages train on its cached outputs, for n views of each
@@ -178,7 +195,15 @@ class TrainConfig:
         return stages
 
     @model_validator(mode="after")
-    def _mixing_fits(self):
+    def _auxiliary_head_fits(self):
+        if self.auxiliary_head and self.mode != "multiloss":
+            raise ValueError("auxiliary_head: the auxiliary head is a multi-loss output (use mode multiloss)")
+        if self.auxiliary_head and not self.embedding_size:
+            raise ValueError("auxiliary_head: needs embedding_size > 0 (without an embedding both heads would read the same pooled features)")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_transforms_fit(self):
         mixed = [s.name for s in self.stages if s.mix != "none"]
         if mixed and self.mode != "softmax":
             keys = ", ".join(f"stages.{name}.mix" for name in mixed)
@@ -188,6 +213,11 @@ class TrainConfig:
                 raise ValueError(
                     f"stages.{stage.name}.mix cutmix: with feature_cache_views a frozen stage trains on pooled features, "
                     "so there is no box to cut for cutmix (use mixup, or no feature cache)"
+                )
+            if stage.quadrant_mask and self.feature_cache_views and not stage.trainable_blocks:
+                raise ValueError(
+                    f"stages.{stage.name}.quadrant_mask: with feature_cache_views a frozen stage trains on pooled features, "
+                    "which have no quadrants to mask (mask a stage that trains blocks, or use no feature cache)"
                 )
         return self
 

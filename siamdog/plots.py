@@ -32,6 +32,9 @@ def plot_training_curves(histories: list[tuple[str, str | os.PathLike]], out_pat
         if train_key:
             acc_ax.plot(epochs, [r[train_key] for r in rows], "o-", color="tab:blue", ms=3, label="train" if offset == 0 else None)
         acc_ax.plot(epochs, [r.get("val_accuracy", np.nan) for r in rows], "o-", color="tab:orange", ms=3, label="valid" if offset == 0 else None)
+        for key, style, label in (("val_classifier_accuracy", "--", "valid, classifier alone"), ("val_auxiliary_accuracy", ":", "valid, auxiliary head alone")):
+            if key in rows[0]:  # the two heads of a fused classifier (auxiliary_head)
+                acc_ax.plot(epochs, [r[key] for r in rows], style, color="tab:orange", lw=1, label=label if offset == 0 else None)
         loss_ax.plot(epochs, [r.get("loss", np.nan) for r in rows], "o-", color="tab:blue", ms=3, label="train (all heads)" if offset == 0 else None)
         loss_ax.plot(epochs, [r.get("val_loss", np.nan) for r in rows], "o-", color="tab:orange", ms=3, label="valid (classifier)" if offset == 0 else None)
         for ax in (acc_ax, loss_ax):

@@ -1,8 +1,9 @@
 """The end-to-end training tests under the other Keras backends (make test-backends).
 
 Each runs tests/test_training.py's full run (organize, all three stages of the multi-loss
-model, evaluate) in a fresh process with KERAS_BACKEND set, since Keras picks its backend
-once per process.
+model, evaluate), and the per-block learning rates (which reach into each backend's optimizer
+update), in a fresh process with KERAS_BACKEND set, since Keras picks its backend once per
+process.
 """
 
 import os
@@ -13,7 +14,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-END_TO_END = ["tests/test_training.py::test_all_stages_run_and_leave_a_complete_run_folder", "tests/test_training.py::test_it_learns_far_below_chance"]
+END_TO_END = [
+    "tests/test_training.py::test_all_stages_run_and_leave_a_complete_run_folder",
+    "tests/test_training.py::test_it_learns_far_below_chance",
+    "tests/test_model.py::test_scaled_learning_rates_update_each_variable_at_its_rate",
+]
 
 
 @pytest.mark.other_backends
@@ -25,4 +30,4 @@ def test_the_end_to_end_run_learns_under_another_backend(backend):
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *END_TO_END], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-4000:]
-    assert "2 passed" in result.stdout
+    assert "4 passed" in result.stdout  # the learning-rate test runs for SGD and Adam

@@ -57,3 +57,21 @@ def test_bad_configs_are_refused_with_the_key_named(tmp_path, text, message):
         load_config(path)
     assert str(path) in str(error.value)
 
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"mode": "softmax", "embedding_size": 8, "auxiliary_head": True}, "auxiliary_head: the auxiliary head is a multi-loss output"),
+        ({"auxiliary_head": True}, "auxiliary_head: needs embedding_size > 0"),
+    ],
+)
+def test_an_auxiliary_head_without_what_it_needs_is_one_clear_error(changes, message):
+    with pytest.raises(SiamdogError, match=message):
+        load_config(None, changes)
+
+
+def test_a_block_lr_factor_on_a_stage_that_trains_no_blocks_is_one_clear_error():
+    stage = {"name": "heads", "epochs": 1, "optimizer": "nadam", "learning_rate": 1e-3, "block_lr_factor": 0.3}
+    with pytest.raises(SiamdogError, match=r"stages.0: block_lr_factor 0.3: this stage trains no blocks"):
+        load_config(None, {"stages": [stage]})

@@ -8,7 +8,7 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches
 from siamdog.data.features import FeatureBatches
 from siamdog.models.backbones import build_tower, split_tower, tower_between
-from siamdog.models.siamese import build_model, heads_of
+from siamdog.models.siamese import HeadFusion, accuracy_share, build_model, heads_of
 from siamdog.inference import zoomed
 from siamdog.training.feature_cache import cached_outputs, stage_inputs, training_views, view_batch, weights_digest
 from siamdog.errors import SiamdogError
@@ -172,13 +172,13 @@ def test_one_front_pass_serves_every_stage(tower, tmp_path):
 def test_models_on_cached_inputs_share_the_models_layers(tower, mode, blocks):
     model = build_model(mode, tower, 3)
     front, tail = split_tower(tower, "xception", blocks)
-    on_cache, cached_classifier = heads_of(model, tail)
+    on_cache, cached_classifier, _ = heads_of(model, tail)
     assert on_cache.output_names == model.training.output_names
     image = np.full((1, 71, 71, 3), 100.0, "float32")
     cached = front.predict_on_batch(image)
     for _ in range(2):  # before and after a change to a shared weight
         np.testing.assert_allclose(cached_classifier.predict_on_batch(cached), model.image_classifier.predict_on_batch(image), rtol=1e-4)
-        dense = model.classifier.layers[-1]
+        dense = model.parts.classifier.layers[-1]
         dense.kernel.assign(dense.kernel + 1.0)
 
 
@@ -256,3 +256,19 @@ def test_openvino_engines_run_the_front_pass_and_are_cached_apart_from_keras(tow
     with pytest.raises(SiamdogError, match="unknown front_engine"):
         FrontEngine("tensorrt")
 
+
+
+def test_a_fused_auxiliary_head_trains_on_the_cache_and_is_saved_with_its_valid_share(demo, tmp_path):
+    run = tmp_path / "run"
+    state = train(demo / "data", run, tiny_config(feature_cache_views=1, embedding_size=16, auxiliary_head=True), verbose=0)
+    assert set(state["completed"]) == {"heads", "finetune", "polish"}
+    rows = [row for stage in ("heads", "finetune", "polish") for row in read_history(run, stage)]
+    assert {"aux_out_accuracy", "val_classifier_accuracy", "val_auxiliary_accuracy", "fusion_share"} <= set(rows[0])
+    for row in rows:
+        share = accuracy_share(float(row["val_classifier_accuracy"]), float(row["val_auxiliary_accuracy"]))
+        assert float(row["fusion_share"]) == pytest.approx(share, abs=1e-6)
+    best = state["best"]
+    best_row = read_history(run, best["stage"])[best["epoch"] - 1]
+    model = keras.saving.load_model(run / "best.keras")
+    fusion = next(layer for layer in model.layers if isinstance(layer, HeadFusion))
+    assert float(fusion.share) == pytest.approx(float(best_row["fusion_share"]), abs=1e-6), "best.keras keeps the share of its epoch"

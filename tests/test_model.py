@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from siamdog.errors import SiamdogError
-from siamdog.models.backbones import build_tower, calibrate_batchnorm, tail_layers, tower_between, unfreeze_last_blocks
+from siamdog.models.backbones import block_learning_rates, build_tower, calibrate_batchnorm, tail_layers, tower_between, unfreeze_last_blocks
 from siamdog.data.pairing import pair_targets
-from siamdog.models.siamese import build_model, heads_of
-from siamdog.training.stages import compile_stage, learning_rate_schedule
+from siamdog.models.siamese import HeadFusion, accuracy_share, build_model, heads_of
+from siamdog.training.stages import compile_stage, learning_rate_schedule, make_optimizer
 
 SIZE = 71
 
@@ -17,8 +17,8 @@ def tower():
 
 
 def test_siamese_outputs(tower):
-    parts = build_model("multiloss", tower, num_classes=5)
-    model = parts.training
+    built = build_model("multiloss", tower, num_classes=5)
+    model = built.training
     assert [t.name for t in model.inputs] == ["image_1", "partner"]
     assert model.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "embedding_out", "center_out", "pairs_out"]
     x = np.random.default_rng(0).uniform(0, 255, (3, SIZE, SIZE, 3)).astype("float32")
@@ -31,7 +31,7 @@ def test_siamese_outputs(tower):
     # bin_out sees the squared difference of each sample's features and its partner's.
     features = tower.predict(x, verbose=0)
     np.testing.assert_allclose(embedding, features, rtol=1e-5)
-    kernel, bias = (np.asarray(w) for w in parts.same_head.weights)
+    kernel, bias = (np.asarray(w) for w in built.parts.same_head.weights)
     logits = (features - features[partner]) ** 2 @ kernel + bias
     np.testing.assert_allclose(same, 1 / (1 + np.exp(-logits)), rtol=1e-5)
     # pairs_out is the same head on every pair of the batch: row i, column partner[i] is bin_out.
@@ -123,18 +123,18 @@ def test_binary_loss_on_a_frozen_tower_trains_only_the_same_class_head(tower):
     trained = {}
     for weight in (0.0, 0.5):
         keras.utils.set_random_seed(0)
-        parts = build_model("multiloss", tower, num_classes=3)
-        model, _ = heads_of(parts)
+        built = build_model("multiloss", tower, num_classes=3)
+        model = heads_of(built).training
         compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=weight)
-        model.train_on_batch([features, partner], pair_targets(y, partner, same[:, 0]))
-        same_head = {id(w) for w in parts.same_head.weights}
+        model.train_on_batch([features, partner], pair_targets(y, partner, same[:, 0], model.output_names))
+        same_head = {id(w) for w in built.parts.same_head.weights}
         trained[weight] = [(id(w) in same_head, np.asarray(w)) for w in model.trainable_weights]
     changed = [in_head for (in_head, a), (_, b) in zip(trained[0.0], trained[0.5]) if not np.array_equal(a, b)]
     assert changed == [True, True], "bin_out's kernel and bias, and nothing else"
 
 
 def test_losses_and_weights_come_from_the_outputs_table(tower):
-    model, _ = heads_of(build_model("multiloss", tower, num_classes=3))
+    model = heads_of(build_model("multiloss", tower, num_classes=3)).training
     compile_stage(
         model, keras.optimizers.SGD(0.1), label_smoothing=0.1,
         binary_loss_weight=0.25, triplet_loss_weight=2.0, center_loss_weight=0.01, mined_pair_loss_weight=0.5,
@@ -143,7 +143,7 @@ def test_losses_and_weights_come_from_the_outputs_table(tower):
     features = np.random.default_rng(1).normal(size=(6, 2048)).astype("float32")
     partner = np.array([1, 0, 3, 2, 5, 4], dtype="int32")
     y = np.eye(3, dtype="float32")[[0, 0, 1, 1, 2, 1]]
-    logs = model.evaluate([features, partner], pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32")),
+    logs = model.evaluate([features, partner], pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32"), model.output_names),
                           verbose=0, return_dict=True)
     parts = {name: logs[f"{name}_loss"] for name in ("ctg_out_1", "ctg_out_2", "bin_out", "embedding_out", "center_out", "pairs_out")}
     assert parts["embedding_out"] > 0 and parts["center_out"] > 0 and parts["pairs_out"] > 0
@@ -203,21 +203,21 @@ def test_mined_pair_loss_uses_every_positive_and_the_hardest_negative():
 
 def test_an_embedding_lets_the_same_class_loss_shape_what_the_classifier_reads(tower, tmp_path):
     unfreeze_last_blocks(tower, "xception", 0)
-    parts = build_model("multiloss", tower, num_classes=3, embedding_size=8)
-    model, cached_classifier = heads_of(parts)
-    assert cached_classifier.output_shape == (None, 3) and parts.embedding.compute_output_shape((None, 2048)) == (None, 8)
+    built = build_model("multiloss", tower, num_classes=3, embedding_size=8)
+    model, cached_classifier, _ = heads_of(built)
+    assert cached_classifier.output_shape == (None, 3) and built.parts.embedding.compute_output_shape((None, 2048)) == (None, 8)
     features = np.random.default_rng(0).normal(size=(6, 2048)).astype("float32")
     partner = np.array([1, 0, 3, 2, 5, 4], dtype="int32")
     y = np.eye(3, dtype="float32")[[0, 0, 1, 1, 2, 0]]
-    targets = pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32"))
+    targets = pair_targets(y, partner, (y.argmax(1) == y[partner].argmax(1)).astype("float32"), model.output_names)
     compile_stage(model, keras.optimizers.SGD(0.1), binary_loss_weight=1.0)
-    before = np.asarray(parts.embedding.gate.kernel).copy()
+    before = np.asarray(built.parts.embedding.gate.kernel).copy()
     model.train_on_batch([features, partner], targets)
-    assert not np.array_equal(before, np.asarray(parts.embedding.gate.kernel))
-    parts.image_classifier.save(tmp_path / "m.keras")
+    assert not np.array_equal(before, np.asarray(built.parts.embedding.gate.kernel))
+    built.image_classifier.save(tmp_path / "m.keras")
     image = np.full((1, SIZE, SIZE, 3), 90.0, "float32")
     np.testing.assert_allclose(
-        keras.saving.load_model(tmp_path / "m.keras").predict_on_batch(image), parts.image_classifier.predict_on_batch(image), rtol=1e-5
+        keras.saving.load_model(tmp_path / "m.keras").predict_on_batch(image), built.image_classifier.predict_on_batch(image), rtol=1e-5
     )
 
 
@@ -229,10 +229,10 @@ def test_a_model_has_only_the_batch_outputs_its_stages_weigh(tower):
               {"name": "finetune", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-3, "triplet_loss_weight": 1.0}]
     assert weighed_batch_outputs(load_config(None, {"stages": stages})) == ("embedding_out", "center_out")
     assert weighed_batch_outputs(load_config(None, {})) == (), "the default recipe weighs none of them"
-    parts = build_model("multiloss", tower, num_classes=3, batch_outputs=("center_out",))
-    assert parts.training.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "center_out"]
-    assert heads_of(parts)[0].output_names == parts.training.output_names
-    assert build_model("multiloss", tower, num_classes=3, batch_outputs=()).centers is None
+    built = build_model("multiloss", tower, num_classes=3, batch_outputs=("center_out",))
+    assert built.training.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "center_out"]
+    assert heads_of(built)[0].output_names == built.training.output_names
+    assert build_model("multiloss", tower, num_classes=3, batch_outputs=()).parts.centers is None
 
 
 def test_a_mixed_precision_tower_feeds_float32_heads():
@@ -261,3 +261,89 @@ def test_learning_rate_schedules_follow_their_curves():
     # Cycles of 10, then 20 steps: back at the peak at steps 10 and 30.
     at = {step: float(restarts(step)) for step in (0, 5, 10, 20, 30)}
     assert at == pytest.approx({0: 0.1, 5: 0.05, 10: 0.1, 20: 0.05, 30: 0.1}, abs=1e-6)
+
+
+def test_an_auxiliary_head_reads_the_pooled_features_and_the_shipped_classifier_fuses_both(tower, tmp_path):
+    unfreeze_last_blocks(tower, "xception", 0)
+    built = build_model("multiloss", tower, num_classes=3, embedding_size=8, batch_outputs=(), auxiliary_head=True)
+    assert built.training.output_names == ["ctg_out_1", "ctg_out_2", "bin_out", "aux_out"]
+    image = np.random.default_rng(1).uniform(0, 255, (2, SIZE, SIZE, 3)).astype("float32")
+    pooled = tower.predict_on_batch(image)
+    classifier = np.asarray(built.parts.classifier(built.parts.embedding(pooled), training=False))
+    auxiliary = np.asarray(built.parts.auxiliary(pooled, training=False))
+    np.testing.assert_allclose(built.head_probabilities.predict_on_batch(image), np.concatenate([classifier, auxiliary], axis=1), rtol=1e-5)
+    built.parts.fusion.share.assign(0.8)
+    fused = 0.8 * classifier + 0.2 * auxiliary
+    np.testing.assert_allclose(built.image_classifier.predict_on_batch(image), fused, rtol=1e-5)
+    cached = heads_of(built)
+    np.testing.assert_allclose(cached.classifier.predict_on_batch(pooled), fused, rtol=1e-5)
+    assert cached.head_probabilities.output_shape == (None, 6)
+    built.image_classifier.save(tmp_path / "fused.keras")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "fused.keras").predict_on_batch(image), fused, rtol=1e-5)
+    with pytest.raises(ValueError, match="multiloss mode and an embedding"):
+        build_model("multiloss", tower, num_classes=3, auxiliary_head=True)
+
+
+def test_the_fusion_weighs_each_head_by_its_share_of_the_accuracies():
+    assert accuracy_share(0.6, 0.2) == pytest.approx(0.75)
+    assert accuracy_share(0.5, 0.5) == 0.5
+    assert accuracy_share(0.0, 0.0) == 0.5, "an even split when neither head gets anything right"
+
+
+def test_validation_sets_the_fusion_from_the_heads_valid_accuracies_and_scores_the_fused_classifier():
+    from siamdog.training.callbacks import ClassifierValidation
+
+    labels = np.array([0, 1, 0, 1])
+    wrong = 1 - labels
+    # The classifier is right on 3 of 4 images, the auxiliary head on 1 of 4: shares 0.75 / 0.25.
+    classifier = np.eye(2, dtype="float32")[[0, 1, 0, 0]]
+    auxiliary = np.eye(2, dtype="float32")[[0, *wrong[1:]]]
+    both = np.concatenate([classifier, auxiliary], axis=1)
+
+    class Batches:
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return both, np.eye(2, dtype="float32")[labels]
+
+        def on_epoch_end(self):
+            pass
+
+    passthrough = keras.Input((4,))
+    heads = keras.Model(passthrough, keras.layers.Identity()(passthrough))
+    fusion = HeadFusion()
+    fusion.build(None)
+    logs = {}
+    ClassifierValidation(None, Batches(), heads, fusion).on_epoch_end(0, logs)
+    assert logs["val_classifier_accuracy"] == 0.75 and logs["val_auxiliary_accuracy"] == 0.25
+    assert logs["fusion_share"] == pytest.approx(0.75) and float(fusion.share) == pytest.approx(0.75)
+    assert logs["val_accuracy"] == 0.75, "the fused vote follows the more accurate head where they disagree"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_scaled_learning_rates_update_each_variable_at_its_rate(name):
+    plain, fast, slow = (keras.Variable(np.zeros(3, "float32"), name=n) for n in ("plain", "fast", "slow"))
+    gradient = np.full(3, 2.0, "float32")
+    make_optimizer(name, 0.1, momentum=0.9 if name == "sgd" else 0.0).apply([gradient], [plain])
+    make_optimizer(name, 0.1, momentum=0.9 if name == "sgd" else 0.0, multipliers={"slow": 0.25}).apply([gradient, gradient], [fast, slow])
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-6)
+    # Adam's step does not depend on the gradient's scale, so only a scaled rate slows it down.
+    np.testing.assert_allclose(np.asarray(slow), 0.25 * np.asarray(plain), rtol=1e-5)
+    assert np.all(np.asarray(plain) < 0)
+
+
+def test_block_learning_rates_lower_the_rate_block_by_block_down_from_the_top(tower):
+    multipliers = block_learning_rates(tower, "xception", 2, 0.5)
+    base = tower.get_layer("base")
+    by_block = {0.5: set(), 0.25: set()}
+    for path, multiplier in multipliers.items():
+        by_block[multiplier].add(path.split("/")[0])
+    assert {name for name in by_block[0.5] if name.startswith("block")} == {
+        layer.name for layer in base.layers if layer.name.startswith("block14") and layer.weights
+    }
+    assert all(not name.startswith(("block14", "block12")) for name in by_block[0.25])
+    assert any(name.startswith("block13") for name in by_block[0.25])
+    unfreeze_last_blocks(tower, "xception", 2)
+    assert {v.path for v in tower.trainable_variables} <= set(multipliers), "every unfrozen variable has its block's rate"
+    unfreeze_last_blocks(tower, "xception", 0)

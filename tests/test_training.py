@@ -387,3 +387,34 @@ def test_a_mixed_bfloat16_run_fine_tunes_and_saves_a_model_that_evaluates(demo, 
     result = evaluate(tmp_path / "run", demo / "test", out_dir=tmp_path / "eval", progress=False)
     assert result.count == NUM_CLASSES * 8 and 0 <= result.top1_error <= 1
 
+
+
+def test_a_block_lr_factor_gives_each_unfrozen_block_its_rate_in_the_stage_s_optimizer(demo):
+    from siamdog.data.batches import DirectoryBatches, list_classes
+    from siamdog.training.trainer import new_model, prepare_stage
+
+    stages = [STAGES[0], {**STAGES[1], "block_lr_factor": 0.5}]
+    config = tiny_config(stages=stages)
+    classes = list_classes(demo / "data" / "train")
+    model = new_model(config, len(classes))
+    valid = DirectoryBatches(demo / "data" / "valid", (71, 71), 16, shuffle=False, classes=classes)
+    prepared = prepare_stage(config.stages[1], 1, config, model, demo / "data" / "train", valid, classes, workers=1)
+    rates = {prepared.model.optimizer.multipliers.get(v.path, 1.0) for v in prepared.model.trainable_variables}
+    assert rates == {1.0, 0.5, 0.25}, "the heads at the stage's rate, block14 at half of it, block13 at a quarter"
+    assert not hasattr(prepare_stage(config.stages[0], 0, config, model, demo / "data" / "train", valid, classes, 1).model.optimizer, "multipliers")
+
+
+def test_a_quadrant_mask_reaches_the_pairs_a_multi_loss_stage_trains_on(demo):
+    from siamdog.data.batches import DirectoryBatches, list_classes
+    from siamdog.training.trainer import new_model, prepare_stage
+
+    config = tiny_config(stages=[{**STAGES[0], "quadrant_mask": 1.0, "augment": False}])
+    classes = list_classes(demo / "data" / "train")
+    valid = DirectoryBatches(demo / "data" / "valid", (71, 71), 16, shuffle=False, classes=classes)
+    prepared = prepare_stage(config.stages[0], 0, config, new_model(config, len(classes)), demo / "data" / "train", valid, classes, 1)
+    (images, partner), targets = prepared.data[1]
+    plain, labels = prepared.samples[1]
+    np.testing.assert_array_equal(targets["ctg_out_1"], labels)
+    changed = np.any(images != plain, axis=-1)
+    assert changed.any(axis=(1, 2)).all(), "every image is masked at probability 1"
+    assert np.all(changed.mean(axis=(1, 2)) < 0.3), "in one quadrant only"

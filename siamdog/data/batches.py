@@ -144,6 +144,9 @@ class DirectoryBatches(keras.utils.PyDataset):
         self.set_epoch(self.epoch + 1)
 
 
+ORIGINAL_OUTPUTS = ("ctg_out_1", "ctg_out_2", "bin_out")  # the original recipe's multi-loss model
+
+
 class PairedBatches(keras.utils.PyDataset):
     """Siamese batches `((x, partner), targets)` from any flow_from_directory-like source; the
     targets are keyed by output name (see siamdog.data.pairing.pair_targets).
@@ -157,13 +160,15 @@ class PairedBatches(keras.utils.PyDataset):
     `last_epoch_positive_fraction`.
     """
 
-    def __init__(self, source, pair_every: int = 4, workers: int = 1, max_queue_size: int = 10, outputs: Sequence[str] | None = None):
+    def __init__(
+        self, source, pair_every: int = 4, workers: int = 1, max_queue_size: int = 10, outputs: Sequence[str] = ORIGINAL_OUTPUTS
+    ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max_queue_size)
         if pair_every < 1:
             raise ValueError(f"pair_every must be >= 1, got {pair_every}")
         self.source = source
         self.pair_every = pair_every
-        self.outputs = outputs  # the names of the model's outputs to make targets for (None: all)
+        self.outputs = outputs  # the names of the model's outputs to make targets for
         self._lock = threading.Lock()
         self._positives = 0
         self._pairs = 0

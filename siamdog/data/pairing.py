@@ -46,13 +46,15 @@ def batch_partners(labels: Sequence[int], positives: bool) -> np.ndarray:
     return np.roll(np.arange(len(labels)), -1)
 
 
-def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray, outputs: Sequence[str] | None = None) -> dict:
-    """The multi-loss model's targets, keyed by its output names (all, or those in `outputs`):
+def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray, outputs: Sequence[str]) -> dict:
+    """The multi-loss model's targets, keyed by the names of its `outputs`:
     a batch's one-hot labels, its partners' labels, the "same class?" flags, and the labels
-    again for the batch-wide losses (which compare every pair of the batch, or each sample with
-    its class's center)."""
-    targets = {"ctg_out_1": y, "ctg_out_2": y[partner], "bin_out": same[:, None], "embedding_out": y, "center_out": y, "pairs_out": y}
-    return targets if outputs is None else {name: targets[name] for name in outputs}
+    again for the auxiliary head and the batch-wide losses (which compare every pair of the
+    batch, or each sample with its class's center)."""
+    targets = {
+        "ctg_out_1": y, "ctg_out_2": y[partner], "bin_out": same[:, None], "aux_out": y, "embedding_out": y, "center_out": y, "pairs_out": y
+    }
+    return {name: targets[name] for name in outputs}
 
 
 def verification_pairs(labels: Sequence[int], seed: int = 0, max_positives: int = 20000) -> tuple[np.ndarray, np.ndarray]:

@@ -168,6 +168,19 @@ def split_tower(tower: keras.Model, backbone: str, blocks: int) -> tuple[keras.M
     return tower_between(tower, backbone, None, blocks), tail
 
 
+def block_learning_rates(tower: keras.Model, backbone: str, blocks: int, factor: float) -> dict[str, float]:
+    """The learning-rate multiplier of each variable of the last `blocks` blocks, by variable
+    path: `factor` for the last block, `factor` ** 2 for the one before it, and so on (the
+    heads, absent here, keep 1)."""
+    base = tower.get_layer("base")
+    multipliers, later = {}, set()
+    for depth in range(1, blocks + 1):
+        block = [layer for layer in tail_layers(base, backbone, depth) if id(layer) not in later]
+        multipliers.update({variable.path: factor**depth for layer in block for variable in layer.weights})
+        later.update(id(layer) for layer in block)
+    return multipliers
+
+
 def unfreeze_last_blocks(tower: keras.Model, backbone: str, blocks: int) -> None:
     """Make only the last `blocks` blocks of the tower's backbone trainable (0: all frozen).
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from siamdog.files import read_json, replace_atomically, write_json
 from siamdog.inference import predict_batches
+from siamdog.models.siamese import HeadFusion, accuracy_share
 from siamdog.plots import plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -19,16 +20,34 @@ class ClassifierValidation(keras.callbacks.Callback):
     cross-entropy) to the epoch logs, for the callbacks after it to monitor.
 
     Keras's own validation would score the Siamese model on pairs and name its metrics by
-    output; this scores what is shipped: one image in, one class out.
+    output; this scores what is shipped: one image in, one class out. For a classifier that
+    fuses two heads, give `heads` (both heads' probabilities side by side) and its `fusion`:
+    each epoch the fusion is set from the heads' valid accuracies (logged as
+    `val_classifier_accuracy`, `val_auxiliary_accuracy` and `fusion_share`), and the fused
+    probabilities are scored.
     """
 
-    def __init__(self, classifier: keras.Model, batches):
+    def __init__(self, classifier: keras.Model, batches, heads: keras.Model | None = None, fusion: HeadFusion | None = None):
         super().__init__()
         self.classifier = classifier
         self.batches = batches
+        self.heads = heads
+        self.fusion = fusion
+
+    def _fused(self, logs) -> tuple[np.ndarray, np.ndarray]:
+        both, labels = predict_batches(self.heads, self.batches)
+        classifier, auxiliary = np.split(both, 2, axis=1)
+        accuracies = [float(np.mean(np.argmax(p, axis=1) == labels)) for p in (classifier, auxiliary)]
+        share = accuracy_share(*accuracies)
+        self.fusion.share.assign(share)
+        logs.update(val_classifier_accuracy=accuracies[0], val_auxiliary_accuracy=accuracies[1], fusion_share=share)
+        return share * classifier + (1 - share) * auxiliary, labels
 
     def on_epoch_end(self, epoch, logs=None):
-        probabilities, labels = predict_batches(self.classifier, self.batches)
+        if self.heads is not None:
+            probabilities, labels = self._fused(logs)
+        else:
+            probabilities, labels = predict_batches(self.classifier, self.batches)
         self.batches.on_epoch_end()  # a validation pass is an epoch of its source (it reports skipped files)
         picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
         logs["val_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))

@@ -1,5 +1,7 @@
 """One stage of the schedule: its optimizer, and how the model is compiled for it."""
 
+import functools
+
 import keras
 
 from siamdog.models.siamese import OUTPUTS
@@ -26,16 +28,52 @@ def learning_rate_schedule(
     raise ValueError(f"unknown learning-rate schedule {kind!r}")
 
 
+class ScaledLearningRates:
+    """Mixed into a Keras optimizer: the variables named in `multipliers` (by path) are
+    updated at the learning rate times their multiplier, the rest at the learning rate.
+
+    Scaling the gradients instead would not do for Adam and Nadam, whose steps do not depend
+    on the gradients' scale; each group of variables goes through the optimizer's own update
+    at its rate, on every backend.
+    """
+
+    def __init__(self, *args, multipliers: dict[str, float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.multipliers = dict(multipliers)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        groups: dict[float, tuple[list, list]] = {}
+        for gradient, variable in zip(grads, trainable_variables):
+            group = groups.setdefault(self.multipliers.get(variable.path, 1.0), ([], []))
+            group[0].append(gradient)
+            group[1].append(variable)
+        for multiplier, (group_grads, group_variables) in groups.items():
+            rate = learning_rate if multiplier == 1.0 else learning_rate * multiplier
+            super()._backend_update_step(group_grads, group_variables, rate)
+
+
+OPTIMIZERS = {"sgd": keras.optimizers.SGD, "nadam": keras.optimizers.Nadam, "adam": keras.optimizers.Adam}
+
+
+@functools.cache
+def _with_scaled_rates(optimizer_class: type) -> type:
+    return type(optimizer_class.__name__, (ScaledLearningRates, optimizer_class), {})
+
+
 def make_optimizer(
-    name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule, momentum: float = 0.0
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    momentum: float = 0.0,
+    multipliers: dict[str, float] | None = None,
 ) -> keras.optimizers.Optimizer:
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    if name == "nadam":
-        return keras.optimizers.Nadam(learning_rate=learning_rate)
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}")
+    """The stage's optimizer; with `multipliers` (variable path -> factor, see
+    siamdog.models.backbones.block_learning_rates) those variables train at scaled rates."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}")
+    options = {"momentum": momentum} if name == "sgd" else {}
+    if multipliers:
+        return _with_scaled_rates(OPTIMIZERS[name])(learning_rate=learning_rate, multipliers=multipliers, **options)
+    return OPTIMIZERS[name](learning_rate=learning_rate, **options)
 
 
 def _loss(kind: str, label_smoothing: float):

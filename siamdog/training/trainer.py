@@ -20,10 +20,19 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
 from siamdog.data.mixing import MixedBatches
+from siamdog.data.occlusion import QuadrantMaskedBatches
 from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
-from siamdog.models.backbones import build_tower, calibrate_batchnorm, get_backbone, resolve_weights, split_tower, unfreeze_last_blocks
+from siamdog.models.backbones import (
+    block_learning_rates,
+    build_tower,
+    calibrate_batchnorm,
+    get_backbone,
+    resolve_weights,
+    split_tower,
+    unfreeze_last_blocks,
+)
 from siamdog.models.siamese import BATCH_OUTPUTS, OUTPUTS, SiamdogModel, build_model, heads_of
 from siamdog.similarity import calibrate_verification
 from siamdog.training.callbacks import (
@@ -112,7 +121,9 @@ def train(
 def new_model(config: TrainConfig, num_classes: int) -> SiamdogModel:
     """The model a run of `config` starts from: its tower and heads, or `init_from`'s weights."""
     tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
-    model = build_model(config.mode, tower, num_classes, config.dropout, config.embedding_size, weighed_batch_outputs(config))
+    model = build_model(
+        config.mode, tower, num_classes, config.dropout, config.embedding_size, weighed_batch_outputs(config), config.auxiliary_head
+    )
     if config.init_from is not None:
         start_from(model, config.init_from)
     return model
@@ -171,12 +182,14 @@ def _stage_callbacks(
     stage_names: list[str],
     model: SiamdogModel,
     val_classifier: keras.Model,
+    val_heads: keras.Model | None,
     val_batches,
     tensorboard_dir: str | os.PathLike | None = None,
 ) -> tuple[list[keras.callbacks.Callback], StageCheckpoint]:
     """Validation first (it adds val_accuracy to the logs), then what monitors or records it.
 
-    `val_classifier` scores `val_batches` (images, or cached features); the model's image
+    `val_classifier` scores `val_batches` (images, or cached features), or `val_heads`, both
+    heads of a fused classifier, which validation weighs and fuses itself; the model's image
     classifier is what is saved, with its embedder and same-class head. The checkpoint comes
     after the callbacks whose counters it saves, and before CSVLogger: a crash between the two
     then costs a history row at worst, never a repeated one.
@@ -199,7 +212,7 @@ def _stage_callbacks(
     if model.same_class is not None:
         companions.append((run.best_same_class, model.same_class))
     callbacks = [
-        ClassifierValidation(val_classifier, val_batches),
+        ClassifierValidation(val_classifier, val_batches, val_heads, model.parts.fusion),
         SaveBestClassifier(model.image_classifier, str(run.best_model), stage.name, companions),
         early_stopping,
         *(reduce_lr or [ScheduledLearningRate()]),
@@ -215,7 +228,7 @@ def _stage_callbacks(
 def _cached_stage_data(
     stage: StageConfig, config: TrainConfig, model: SiamdogModel, train_dir: Path, valid: DirectoryBatches, classes: list[str], sampling: dict
 ):
-    """(model to fit, its batches, validation classifier, validation batches) of a stage that
+    """(model to fit, its batches, validation classifier, both heads of it if fused, validation batches) of a stage that
     trains on the cached pass: the part of the tower that no stage trains runs once over the
     images (see feature_cache) and the stage fits only what it trains (the heads, and the last
     blocks if unfrozen) on its outputs: all `feature_cache_views` views of each image where the
@@ -237,11 +250,12 @@ def _cached_stage_data(
     train_cache = train_cache[: None if stage.augment else 1]
     valid_cache = inputs(valid, 1, FrontEngine())
     _, tail = split_tower(model.tower, config.backbone, stage.trainable_blocks)
-    fit_model, cached_classifier = heads_of(model, tail)
+    on_cache = heads_of(model, tail)
     return (
-        fit_model,
+        on_cache.training,
         FeatureBatches(train_cache, plain.classes, len(classes), config.batch_size, **sampling),
-        cached_classifier,
+        on_cache.classifier,
+        on_cache.head_probabilities,
         FeatureBatches(valid_cache, valid.classes, len(classes), config.batch_size, shuffle=False),
     )
 
@@ -249,12 +263,14 @@ def _cached_stage_data(
 @dataclasses.dataclass
 class PreparedStage:
     """A stage ready for `fit`: the compiled model it trains, its batches (pairs of them for
-    multi-loss, built on `samples`, the sampler-ordered source), and what validates it."""
+    multi-loss, built on `samples`, the sampler-ordered source), and what validates it (the
+    classifier, or both heads of a fused one)."""
 
     model: keras.Model
     data: keras.utils.PyDataset
     samples: DirectoryBatches | FeatureBatches
     val_classifier: keras.Model
+    val_heads: keras.Model | None
     val_batches: DirectoryBatches | FeatureBatches
 
 
@@ -277,9 +293,11 @@ def prepare_stage(
     unfreeze_last_blocks(model.tower, config.backbone, stage.trainable_blocks)
     sampling = {"seed": config.seed + 1000 * index, "sampler_kind": config.sampler, "images_per_class": config.images_per_class}
     if config.feature_cache_views:
-        fit_model, samples, val_classifier, val_batches = _cached_stage_data(stage, config, model, train_dir, valid, classes, sampling)
+        fit_model, samples, val_classifier, val_heads, val_batches = _cached_stage_data(
+            stage, config, model, train_dir, valid, classes, sampling
+        )
     else:
-        fit_model, val_classifier, val_batches = model.training, model.image_classifier, valid
+        fit_model, val_classifier, val_heads, val_batches = model.training, model.image_classifier, model.head_probabilities, valid
         samples = DirectoryBatches(
             train_dir,
             (config.image_size, config.image_size),
@@ -293,16 +311,21 @@ def prepare_stage(
         learning_rate = learning_rate_schedule(  # pairing keeps the number of batches
             stage.schedule, stage.learning_rate, stage.epochs, len(samples), stage.warmup_epochs, stage.cycle_epochs
         )
-    optimizer = make_optimizer(stage.optimizer, learning_rate, stage.momentum)
+    multipliers = None
+    if stage.block_lr_factor != 1:
+        multipliers = block_learning_rates(model.tower, config.backbone, stage.trainable_blocks, stage.block_lr_factor)
+    optimizer = make_optimizer(stage.optimizer, learning_rate, stage.momentum, multipliers)
     if config.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
     data = samples
+    if stage.quadrant_mask:
+        data = QuadrantMaskedBatches(samples, stage.quadrant_mask, sampling["seed"], workers=loader_workers(config.distribution, workers))
     if config.mode == "multiloss":
-        data = PairedBatches(samples, config.pair_every, workers=workers, outputs=fit_model.output_names)
+        data = PairedBatches(data, config.pair_every, workers=workers, outputs=fit_model.output_names)
     elif stage.mix != "none":
-        data = MixedBatches(samples, stage.mix, stage.mix_alpha, sampling["seed"], workers=loader_workers(config.distribution, workers))
-    return PreparedStage(fit_model, data, samples, val_classifier, val_batches)
+        data = MixedBatches(data, stage.mix, stage.mix_alpha, sampling["seed"], workers=loader_workers(config.distribution, workers))
+    return PreparedStage(fit_model, data, samples, val_classifier, val_heads, val_batches)
 
 
 def _run_stages(
@@ -341,7 +364,7 @@ def _run_stages(
         if config.mode == "multiloss":
             sampler_callbacks.append(PositivePairFraction(prepared.data))
         stage_callbacks, checkpoint = _stage_callbacks(
-            run, stage, config.stage_names(), model, prepared.val_classifier, prepared.val_batches, tensorboard_dir
+            run, stage, config.stage_names(), model, prepared.val_classifier, prepared.val_heads, prepared.val_batches, tensorboard_dir
         )
         # shuffle=False: the sampler orders the epoch. Keras would also shuffle the batches, with
         # Python's global generator, which a resumed run cannot put back where it was.
