@@ -67,6 +67,12 @@ def rows_named_by(row: dict) -> list[str]:
     return [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
 
 
+def rows_to_run(by_name: dict[str, dict], asked, reference: str) -> set[str]:
+    """The rows `asked` for, the reference, and the rows those asked for need (rows_it_needs);
+    the reference's own comparisons do not pull more rows in."""
+    return {*asked, reference, *(other for name in asked for other in rows_it_needs(by_name[name], by_name))}
+
+
 def rows_it_needs(row: dict, by_name: dict[str, dict]) -> list[str]:
     """The rows a row names, and the runs of the ensembles among them."""
     named = rows_named_by(row)
@@ -99,8 +105,7 @@ def main() -> None:
     unknown = {*(args.only or ()), reference, *(n for r in spec["rows"] for n in rows_named_by(r))} - set(by_name)
     if unknown:
         parser.error(f"no row named {', '.join(sorted(unknown))} in {args.rows}")
-    wanted = set(args.only or ()) | {reference}
-    wanted |= {other for name in wanted for other in rows_it_needs(by_name[name], by_name)}
+    wanted = rows_to_run(by_name, args.only or (), reference)
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))

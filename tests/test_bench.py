@@ -64,6 +64,19 @@ def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compare
     assert rows_it_needs(by_name["run"], by_name) == ["probe"]  # what a compared row is compared with does not run
 
 
+def test_the_reference_s_own_comparisons_pull_no_rows_in():
+    from bench.ablation import rows_to_run
+
+    by_name = {
+        "reference": {"name": "reference", "compare_with": ["older"]},
+        "older": {"name": "older"},
+        "new": {"name": "new", "compare_with": ["reference", "neighbour"]},
+        "neighbour": {"name": "neighbour"},
+    }
+    assert rows_to_run(by_name, ["new"], "reference") == {"new", "reference", "neighbour"}
+    assert rows_to_run(by_name, ["older"], "reference") == {"older", "reference"}
+
+
 def test_every_scoring_of_test_shares_the_flip_pass_and_crops_adds_the_zoomed_one():
     from bench.runner import scored_views
     from siamdog.training.feature_cache import passes_of
