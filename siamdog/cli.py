@@ -8,6 +8,7 @@ import sys
 
 from siamdog import __version__
 from siamdog.data.images import DEFAULT_MAX_PIXELS
+from siamdog.data.pseudo_labels import DEFAULT_THRESHOLD as PSEUDO_LABEL_DEFAULT_THRESHOLD
 from siamdog.errors import SiamdogError
 from siamdog.inference import DEFAULT_TTA, TTA_VIEWS
 
@@ -70,10 +71,14 @@ def _train(args) -> int:
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     if args.pseudo_labels is None:
+        given = [flag for flag, value in (("--threshold", args.threshold), ("--rounds", args.rounds)) if value is not None]
+        if given:
+            raise SiamdogError(f"{' and '.join(given)}: only with --pseudo-labels DIR (the images to pseudo-label)")
         run, state = args.run, train(args.data, args.run, _train_config(args), stages=stages, workers=args.workers, tensorboard_dir=args.tensorboard)
     else:
+        threshold = PSEUDO_LABEL_DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         run, state = train_with_pseudo_labels(
-            args.data, args.run, _train_config(args), args.pseudo_labels, args.threshold, args.rounds, stages, workers=args.workers,
+            args.data, args.run, _train_config(args), args.pseudo_labels, threshold, 1 if args.rounds is None else args.rounds, stages, workers=args.workers,
             tensorboard_dir=args.tensorboard,
         )
     best = state.get("best") or {}
@@ -249,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-labels", metavar="DIR",
                    help="after training, label the images under DIR where the model is confident and train again on them too "
                         "(the last round's model is RUN/pseudo-round-N/best.keras)")
-    p.add_argument("--threshold", type=float, default=0.9, help="the probability from which an image is pseudo-labelled (default: 0.9)")
-    p.add_argument("--rounds", type=int, default=1, help="pseudo-label rounds, each labelled by the previous one's model (default: 1)")
+    # No defaults here: given without --pseudo-labels they are refused, not silently ignored.
+    p.add_argument("--threshold", type=float, help=f"with --pseudo-labels: the probability from which an image is pseudo-labelled (default: {PSEUDO_LABEL_DEFAULT_THRESHOLD})")
+    p.add_argument("--rounds", type=int, help="with --pseudo-labels: rounds, each labelled by the previous one's model (default: 1)")
     p.set_defaults(handler=_train)
 
     p = commands.add_parser(

@@ -112,6 +112,8 @@ def test_a_finished_pseudo_label_command_resumes_to_nothing_and_other_settings_a
         (["--pseudo-labels", "{test}", "--threshold", "1.5"], "--threshold must be a probability above 0 and at most 1, got 1.5"),
         (["--pseudo-labels", "{test}", "--rounds", "0"], "--rounds must be at least 1, got 0"),
         (["--pseudo-labels", "{empty}"], "no image files to pseudo-label"),
+        (["--threshold", "0.8"], "--threshold: only with --pseudo-labels DIR"),
+        (["--rounds", "2", "--threshold", "0.8"], "--threshold and --rounds: only with --pseudo-labels DIR"),
     ],
 )
 def test_pseudo_label_settings_that_cannot_work_are_one_line_errors_before_any_work(demo, tmp_path, capsys, args, message):

@@ -17,6 +17,7 @@ import numpy as np
 from siamdog.errors import SiamdogError
 
 PSEUDO_PREFIX = "pseudo-"  # the names of pseudo-labelled photos in a round's class folders
+DEFAULT_THRESHOLD = 0.9  # `siamdog train --pseudo-labels` without --threshold
 
 
 def check_threshold(threshold: float) -> None:
