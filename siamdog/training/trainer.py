@@ -228,11 +228,12 @@ def _stage_callbacks(
 def _cached_stage_data(
     stage: StageConfig, config: TrainConfig, model: SiamdogModel, train_dir: Path, valid: DirectoryBatches, classes: list[str], sampling: dict
 ):
-    """(model to fit, its batches, validation classifier, both heads of it if fused, validation batches) of a stage that
-    trains on the cached pass: the part of the tower that no stage trains runs once over the
-    images (see feature_cache) and the stage fits only what it trains (the heads, and the last
-    blocks if unfrozen) on its outputs: all `feature_cache_views` views of each image where the
-    stage augments, view 0 (the image as is) where it does not."""
+    """(model to fit, its batches, validation classifier, both heads of it if fused, validation
+    batches) of a stage that trains on the cached pass: the part of the tower that no stage
+    trains runs once over the images (see feature_cache) and the stage fits only what it
+    trains (the heads, and the last blocks if unfrozen) on its outputs: all
+    `feature_cache_views` views of each image where the stage augments, view 0 (the image as
+    is) where it does not."""
     size = (config.image_size, config.image_size)
     front_blocks = max(s.trainable_blocks for s in config.stages)
     plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
