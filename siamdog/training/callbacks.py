@@ -41,7 +41,7 @@ class ClassifierValidation(keras.callbacks.Callback):
         share = accuracy_share(*accuracies)
         self.fusion.share.assign(share)
         logs.update(val_classifier_accuracy=accuracies[0], val_auxiliary_accuracy=accuracies[1], fusion_share=share)
-        return share * classifier + (1 - share) * auxiliary, labels
+        return keras.ops.convert_to_numpy(self.fusion([classifier, auxiliary])), labels  # as the saved classifier fuses them
 
     def on_epoch_end(self, epoch, logs=None):
         if self.heads is not None:
