@@ -324,7 +324,7 @@ def test_validation_sets_the_fusion_from_the_heads_valid_accuracies_and_scores_t
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_scaled_learning_rates_update_each_variable_at_its_rate(name):
     plain, fast, slow = (keras.Variable(np.zeros(3, "float32"), name=n) for n in ("plain", "fast", "slow"))
-    gradient = np.full(3, 2.0, "float32")
+    gradient = keras.ops.full((3,), 2.0)  # a backend tensor: the torch optimizers take no numpy array
     make_optimizer(name, 0.1, momentum=0.9 if name == "sgd" else 0.0).apply([gradient], [plain])
     make_optimizer(name, 0.1, momentum=0.9 if name == "sgd" else 0.0, multipliers={"slow": 0.25}).apply([gradient, gradient], [fast, slow])
     np.testing.assert_allclose(np.asarray(fast), np.asarray(plain), rtol=1e-6)
