@@ -85,6 +85,8 @@ bench-speed: install
 bench: bench-speed
 	$(BIN)/python bench/quality.py --profile $(PROFILE)
 
-# Every technique on and off from one shared cached pass (bench/configs/ablation.yaml).
+# Every technique on and off from one shared cached pass (bench/configs/ablation.yaml), then
+# one table of every row's latest figures (bench/results/ablation-summary.md).
 bench-ablation: install
 	$(BIN)/python bench/ablation.py
+	$(BIN)/python bench/ablation_summary.py

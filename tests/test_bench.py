@@ -85,3 +85,35 @@ def test_every_scoring_of_test_shares_the_flip_pass_and_crops_adds_the_zoomed_on
     assert passes_of(scored_views("test", "none")) == [flip] and passes_of(scored_views("test", "flip")) == [flip]
     assert passes_of(scored_views("test", "crops")) == [flip, ("zoomed", "zoomed mirrored")]
     assert scored_views("valid", "none") == ("as is",), "valid without TTA reads the training's valid pass"
+
+
+def ablation_results(date: str, command: str, reference: str, rows: dict[str, float]) -> dict:
+    """An ablation results file's figures, as bench/ablation.py writes them, for a few rows."""
+    def figures(err):
+        return {"what": "w", "test_top1_err": err, "test_top1_err_seeds": [err] * 3, "minutes": 1.0,
+                "against_reference": {"verdict": "tie", "error_difference_points": 0.0}}
+
+    return {"date": date, "command": command, "reference": reference, "rows": {n: figures(e) for n, e in rows.items()}}
+
+
+def test_the_summary_takes_each_row_from_the_latest_run_that_asked_for_it_and_names_the_unmeasured():
+    from bench.ablation_summary import asked_rows, latest_figures, summary_rows
+
+    assert asked_rows("bench/ablation.py --only a b --reference r") == {"a", "b"}
+    assert asked_rows("bench/ablation.py") == set()
+    results = [
+        ("ablation-1.json", ablation_results("2026-11-24", "bench/ablation.py --only a", "r", {"a": 0.30, "r": 0.31})),
+        # A later file that ran `a` only as the row another was compared with: `a` keeps its own run's figures.
+        ("ablation-2.json", ablation_results("2026-11-25", "bench/ablation.py --only b", "r", {"a": 0.25, "b": 0.28, "r": 0.31})),
+        ("ablation-3.json", ablation_results("2026-11-26", "bench/ablation.py --only b", "r", {"b": 0.27, "r": 0.32})),
+    ]
+    latest = latest_figures(["a", "b", "r", "c"], results)
+    assert (latest["a"]["test_top1_err"], latest["a"]["file"]) == (0.30, "ablation-1.json")
+    assert (latest["b"]["test_top1_err"], latest["b"]["file"]) == (0.27, "ablation-3.json")
+    assert latest["r"]["file"] == "ablation-3.json", "a row no file asked for comes from the latest that ran it"
+    assert "c" not in latest
+    rows = [{"name": "a", "what": "w"}, {"name": "c", "what": "w", "tta": "crops"}, {"name": "b", "what": "changed"}]
+    lines = summary_rows(rows, latest)
+    assert lines[0][2] == "0.3000" and lines[0][4] == "tie vs `r` (+0.00)"
+    assert lines[1][2] == "not measured yet" and lines[1][5] == "crops"
+    assert lines[2][1].endswith("(its description changed since)")

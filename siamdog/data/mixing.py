@@ -11,6 +11,7 @@ model trains on mixed batches: a mixed pair has no "same class?" answer.
 import keras
 import numpy as np
 
+
 def mixing_layer(kind: str, alpha: float) -> keras.layers.Layer:
     """The Keras layer of `kind` ("mixup" or "cutmix"); `alpha` is the Beta distribution's
     parameter of the mix weight (CutMix draws its parameter between 0 and `alpha`). It mixes in
