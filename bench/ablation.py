@@ -8,7 +8,8 @@ keys under `settings`, a stage's keys under `stage_settings`), runs some of its 
 scored on the test split with the TTA it names (`tta`: none, flip (the default) or crops;
 bench/runner.py). A row with `probe: true` is the linear probe instead (`probe_c`:
 scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of that row's
-runs (listed after it); a row with `pseudo_labels: {threshold: T}` goes on from its training
+runs (listed after it), and with `ensemble_of: [ROW, ROW, ...]` the ensemble of those rows, each
+row's runs weighing as one (rows scored with the same TTA); a row with `pseudo_labels: {threshold: T}` goes on from its training
 with pseudo-label rounds on the test photos, without their labels. Every row is compared with
 the reference seed by seed (exact McNemar on the same test images), and with the rows it names
 under `compare_with` (which then run too), and gets the command that reproduces it. Techniques on the heads train on cached
@@ -30,7 +31,7 @@ import yaml  # noqa: E402
 
 from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 from bench.quality import VARIANT_HEADER, comparison_line, variant_rows  # noqa: E402
-from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, pseudo_label_figures, summarize, train_run  # noqa: E402
+from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, pseudo_label_figures, split_seconds, summarize, train_run  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
 
 
@@ -46,7 +47,8 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
     tta = row.get("tta", "flip")
     if row.get("probe"):  # lbfgs does not depend on the seed: one fit stands for every seed
         probabilities, labels, seconds = linear_probe(bench, row_config(base, row, seeds[0]), seeds[0], tta, row.get("probe_c", 1.0))
-        return [{"seed": seed, "seconds": seconds, "test": errors(probabilities, labels)} for seed in seeds]
+        return [{"seed": seed, "seconds": seconds, "test": errors(probabilities, labels), "probabilities": probabilities, "labels": labels,
+                 "one_fit": True} for seed in seeds]
     results = []
     for seed in seeds:
         config = row_config(base, row, seed)
@@ -62,9 +64,15 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
     return results
 
 
+def ensemble_members(row: dict) -> list[str]:
+    """The rows an ensemble row is made of (none for another row)."""
+    members = row.get("ensemble_of", [])
+    return [members] if isinstance(members, str) else list(members)
+
+
 def rows_named_by(row: dict) -> list[str]:
     """The rows a row is compared with or made of."""
-    return [*row.get("compare_with", []), *([row["ensemble_of"]] if "ensemble_of" in row else [])]
+    return [*row.get("compare_with", []), *ensemble_members(row)]
 
 
 def rows_to_run(by_name: dict[str, dict], asked, reference: str) -> set[str]:
@@ -76,16 +84,18 @@ def rows_to_run(by_name: dict[str, dict], asked, reference: str) -> set[str]:
 def rows_it_needs(row: dict, by_name: dict[str, dict]) -> list[str]:
     """The rows a row names, and the runs of the ensembles among them."""
     named = rows_named_by(row)
-    return [*named, *(by_name[n]["ensemble_of"] for n in named if "ensemble_of" in by_name[n])]
+    return [*named, *(member for n in named for member in ensemble_members(by_name[n]))]
 
 
-def ensemble_row(members: list[dict]) -> list[dict]:
-    """The ensemble of a row's runs (the mean of their test probabilities, as `siamdog evaluate
-    --model RUN1 RUN2 ...` scores it): one prediction standing for every seed, costing the
-    training of them all."""
-    probabilities = np.mean([m["probabilities"] for m in members], axis=0)
-    seconds = sum(m["seconds"] for m in members)
-    return [{"seed": m["seed"], "seconds": seconds, "test": errors(probabilities, m["labels"])} for m in members]
+def ensemble_row(members: list[list[dict]]) -> list[dict]:
+    """The ensemble of rows' runs (`members`: each row's runs, seed by seed): the mean of each
+    row's test probabilities over its runs (as `siamdog evaluate --model RUN1 RUN2 ...` scores
+    them), then over the rows, so each row weighs as one. One prediction standing for every
+    seed, costing the training of every run (a probe's one fit once)."""
+    probabilities = np.mean([np.mean([m["probabilities"] for m in runs], axis=0) for runs in members], axis=0)
+    seconds = sum(runs[0]["seconds"] if runs[0].get("one_fit") else sum(m["seconds"] for m in runs) for runs in members)
+    labels = members[0][0]["labels"]
+    return [{"seed": m["seed"], "seconds": seconds, "test": errors(probabilities, labels)} for m in members[0]]
 
 
 def main() -> None:
@@ -105,6 +115,9 @@ def main() -> None:
     unknown = {*(args.only or ()), reference, *(n for r in spec["rows"] for n in rows_named_by(r))} - set(by_name)
     if unknown:
         parser.error(f"no row named {', '.join(sorted(unknown))} in {args.rows}")
+    for row in spec["rows"]:
+        if len({by_name[m].get("tta", "flip") for m in ensemble_members(row)}) > 1:
+            parser.error(f"row {row['name']}: the rows of an ensemble must be scored with the same tta")
     wanted = rows_to_run(by_name, args.only or (), reference)
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
@@ -114,16 +127,17 @@ def main() -> None:
     runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
     per_row = {}
     for row in rows:
-        trained = by_name[row.get("ensemble_of", row["name"])]
-        config = row_config(base, trained, spec["seeds"][0])
-        passes = bench.passes(config, trained.get("tta", "flip"))
+        # An ensemble's cached passes are its rows' (each counted once where they share one).
+        trained = [by_name[m] for m in ensemble_members(row)] or [row]
+        passes = split_seconds({k: v for t in trained for k, v in bench.pass_seconds(row_config(base, t, spec["seeds"][0]), t.get("tta", "flip")).items()})
+        config = row_config(base, trained[0], spec["seeds"][0])
         if "ensemble_of" in row:
-            per_row[row["name"]] = ensemble_row(per_row[row["ensemble_of"]])
+            per_row[row["name"]] = ensemble_row([per_row[m] for m in ensemble_members(row)])
         else:
             per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
-            "image_size": config.image_size, "tta": trained.get("tta", "flip"),
+            "image_size": config.image_size, "tta": trained[0].get("tta", "flip"),
             "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}" + (f" --reference {reference}" if args.reference else ""),
         }
     for row in rows:

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
+from bench.ablation import ensemble_members  # noqa: E402
 from bench.common import header, markdown_table, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +56,8 @@ def latest_figures(row_names: list[str], results: list[tuple[str, dict]]) -> dic
 
 def row_tta(row: dict, by_name: dict[str, dict]) -> str:
     """The TTA a row is scored with, as the rows file sets it (an ensemble scores as its runs)."""
-    return row.get("tta", by_name[row["ensemble_of"]].get("tta", "flip") if "ensemble_of" in row else "flip")
+    members = ensemble_members(row)
+    return row.get("tta", by_name[members[0]].get("tta", "flip") if members else "flip")
 
 
 def paired_tests(figures: dict) -> str:

@@ -101,9 +101,14 @@ class Bench:
         return [views[v : v + 1] for v in range(len(TTA_VIEWS[tta]))], labels
 
     def passes(self, config, tta: str = "flip") -> dict:
+        """The seconds of the cached passes a run of `config` and its scoring with `tta` need,
+        by split (see pass_seconds)."""
+        return split_seconds(self.pass_seconds(config, tta))
+
+    def pass_seconds(self, config, tta: str = "flip") -> dict[str, float]:
         """Make (or find) the cached passes a run of `config` and its scoring with `tta` need;
-        the seconds they took when they were made (kept in the cache folder, since later runs
-        only read them)."""
+        the seconds each took when it was made ({key: seconds}, the key ending in its split),
+        kept in the cache folder, since later runs only read them."""
         from siamdog.models.backbones import build_tower
         from siamdog.training.feature_cache import passes_of, training_views
 
@@ -113,7 +118,6 @@ class Bench:
         seconds = {}
         blocks = max(s.trainable_blocks for s in config.stages)
         for split, views in {"train": training_pass_views(config), "valid": 1, "test": scored_views("test", tta)}.items():
-            seconds[split] = 0.0
             for pass_views in passes_of(views):
                 # A pass of a training pass's views goes by their count, as the cache names it.
                 if not isinstance(pass_views, int) and pass_views == training_views(len(pass_views)):
@@ -126,7 +130,7 @@ class Bench:
                 self.inputs(tower, config, split, pass_views)
                 self.inputs(tower, config, split, pass_views, blocks=0)  # pooled features: heads and the probe
                 made.setdefault(key, round(time.monotonic() - started, 1))
-                seconds[split] = round(seconds[split] + made[key], 1)
+                seconds[key] = made[key]
         record.write_text(json.dumps(made, indent=1))
         return seconds
 
@@ -171,6 +175,11 @@ class Bench:
             rows = {row["image"]: row["predicted"] for row in csv.DictReader(f)}
         agree = sum(rows[name] == self.classes[int(p.argmax())] for name, p in zip(filenames, probabilities))
         return {"agree": agree, "images": len(filenames), "command": " ".join(command)}
+
+
+def split_seconds(pass_seconds: dict[str, float]) -> dict[str, float]:
+    """Bench.pass_seconds's figures summed by split (the last part of each key)."""
+    return {split: round(sum(v for k, v in pass_seconds.items() if k.endswith(f"-{split}")), 1) for split in ("train", "valid", "test")}
 
 
 def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, pseudo_labels: dict | None = None) -> dict:

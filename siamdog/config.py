@@ -70,10 +70,13 @@ class StageConfig:
     # cached feature maps of a fine-tuning stage); mix_alpha is the Beta parameter of the weight.
     mix: Literal["none", "mixup", "cutmix"] = "none"
     mix_alpha: Annotated[float, Field(gt=0, le=1)] = 0.2
-    # The Baidu blog's random-quadrant mask (siamdog.data.occlusion): the probability that a
-    # training sample has one random quadrant filled with its mean (of the image, or on the
-    # feature cache of the feature map where the trainable blocks begin). Any mode.
+    # The Baidu blog's quadrant augmentations (siamdog.data.quadrants), each the probability that
+    # a training sample is changed (the image, or on the feature cache the feature map where the
+    # trainable blocks begin). Any mode. quadrant_mask fills one random quadrant with its mean;
+    # same_class_mosaic cuts its four quadrants from photos of its class in the batch (needs the
+    # class_balanced sampler, which puts images_per_class photos of a class in each batch).
     quadrant_mask: Probability = 0.0
+    same_class_mosaic: Probability = 0.0
 
     @model_validator(mode="after")
     def _block_rates_fit(self):
@@ -214,10 +217,16 @@ class TrainConfig:
                     f"stages.{stage.name}.mix cutmix: with feature_cache_views a frozen stage trains on pooled features, "
                     "so there is no box to cut for cutmix (use mixup, or no feature cache)"
                 )
-            if stage.quadrant_mask and self.feature_cache_views and not stage.trainable_blocks:
+            for key in ("quadrant_mask", "same_class_mosaic"):
+                if getattr(stage, key) and self.feature_cache_views and not stage.trainable_blocks:
+                    raise ValueError(
+                        f"stages.{stage.name}.{key}: with feature_cache_views a frozen stage trains on pooled features, "
+                        "which have no quadrants (use it on a stage that trains blocks, or use no feature cache)"
+                    )
+            if stage.same_class_mosaic and self.sampler != "class_balanced":
                 raise ValueError(
-                    f"stages.{stage.name}.quadrant_mask: with feature_cache_views a frozen stage trains on pooled features, "
-                    "which have no quadrants to mask (mask a stage that trains blocks, or use no feature cache)"
+                    f"stages.{stage.name}.same_class_mosaic: needs sampler class_balanced "
+                    f"(with sampler {self.sampler} a batch seldom holds two photos of a class)"
                 )
         return self
 

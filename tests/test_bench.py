@@ -45,9 +45,25 @@ def test_an_ensemble_row_scores_the_mean_of_its_runs_probabilities_for_every_see
         {"seed": 0, "seconds": 10.0, "probabilities": np.array([[0.4, 0.6], [0.1, 0.9], [0.2, 0.8]]), "labels": labels},
         {"seed": 1, "seconds": 20.0, "probabilities": np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7]]), "labels": labels},
     ]
-    rows = ensemble_row(runs)
+    rows = ensemble_row([runs])
     assert [r["seed"] for r in rows] == [0, 1] and all(r["seconds"] == 30.0 for r in rows)
     assert all(r["test"]["top1_err"] == 0.0 and r["test"]["right"] == [True, True, True] for r in rows)
+
+
+def test_an_ensemble_of_rows_weighs_each_row_as_one_and_counts_a_probe_s_fit_once():
+    from bench.ablation import ensemble_row
+
+    labels = np.array([0, 1])
+    trained = [  # three runs that all say class 0 for both images
+        {"seed": seed, "seconds": 10.0, "probabilities": np.array([[0.7, 0.3], [0.7, 0.3]]), "labels": labels} for seed in range(3)
+    ]
+    probe = [  # one fit standing for every seed, sure of class 1 for both
+        {"seed": seed, "seconds": 5.0, "probabilities": np.array([[0.1, 0.9], [0.1, 0.9]]), "labels": labels, "one_fit": True} for seed in range(3)
+    ]
+    rows = ensemble_row([trained, probe])
+    # Per row (0.7 + 0.1) / 2 = 0.4 for class 0: the probe's one vote outweighs the three runs'.
+    assert all(r["test"]["right"] == [False, True] for r in rows)
+    assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["seconds"] == 35.0 for r in rows)
 
 
 def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compared_with():
@@ -59,8 +75,12 @@ def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compare
         "run_ensemble": {"name": "run_ensemble", "ensemble_of": "run"},
         "other": {"name": "other"},
         "other_ensemble": {"name": "other_ensemble", "ensemble_of": "other", "compare_with": ["run_ensemble", "probe"]},
+        "mixed_ensemble": {"name": "mixed_ensemble", "ensemble_of": ["other", "probe"]},
+        "above": {"name": "above", "compare_with": ["mixed_ensemble"]},
     }
     assert sorted(rows_it_needs(by_name["other_ensemble"], by_name)) == ["other", "probe", "run", "run_ensemble"]
+    assert sorted(rows_it_needs(by_name["mixed_ensemble"], by_name)) == ["other", "probe"]
+    assert sorted(rows_it_needs(by_name["above"], by_name)) == ["mixed_ensemble", "other", "probe"]
     assert rows_it_needs(by_name["run"], by_name) == ["probe"]  # what a compared row is compared with does not run
 
 
@@ -117,3 +137,23 @@ def test_the_summary_takes_each_row_from_the_latest_run_that_asked_for_it_and_na
     assert lines[0][2] == "0.3000" and lines[0][4] == "tie vs `r` (+0.00)"
     assert lines[1][2] == "not measured yet" and lines[1][5] == "crops"
     assert lines[2][1].endswith("(its description changed since)")
+
+
+def test_every_ablation_row_makes_a_valid_config_and_names_rows_that_exist():
+    import yaml
+
+    from bench.ablation import ensemble_members, row_config, rows_named_by
+    from bench.ablation_summary import row_tta
+    from bench.runner import REPO
+    from siamdog.config import load_config
+
+    spec = yaml.safe_load((REPO / "bench" / "configs" / "ablation.yaml").read_text())
+    base = load_config(REPO / "bench" / "configs" / f"{spec['base']}.yaml")
+    by_name = {row["name"]: row for row in spec["rows"]}
+    assert len(by_name) == len(spec["rows"]), "row names are unique"
+    for row in spec["rows"]:
+        for name in rows_named_by(row):
+            assert name in by_name, f"{row['name']} names {name}"
+        for seed in spec["seeds"]:
+            row_config(base, row, seed)
+        assert {row_tta(by_name[m], by_name) for m in ensemble_members(row)} <= {row_tta(row, by_name)}

@@ -418,3 +418,25 @@ def test_a_quadrant_mask_reaches_the_pairs_a_multi_loss_stage_trains_on(demo):
     changed = np.any(images != plain, axis=-1)
     assert changed.any(axis=(1, 2)).all(), "every image is masked at probability 1"
     assert np.all(changed.mean(axis=(1, 2)) < 0.3), "in one quadrant only"
+
+
+def test_a_same_class_mosaic_stage_trains_on_mosaics_of_its_class_balanced_batches(demo):
+    from siamdog.data.batches import DirectoryBatches, list_classes
+    from siamdog.data.quadrants import quadrant_slices
+    from siamdog.training.trainer import new_model, prepare_stage
+
+    stage = {**STAGES[0], "same_class_mosaic": 1.0, "augment": False}
+    config = tiny_config(mode="softmax", sampler="class_balanced", images_per_class=4, stages=[stage])
+    classes = list_classes(demo / "data" / "train")
+    valid = DirectoryBatches(demo / "data" / "valid", (71, 71), 16, shuffle=False, classes=classes)
+    prepared = prepare_stage(config.stages[0], 0, config, new_model(config, len(classes)), demo / "data" / "train", valid, classes, 1)
+    mosaics, targets = prepared.data[1]
+    plain, labels = prepared.samples[1]
+    np.testing.assert_array_equal(targets, labels)
+    assert not np.array_equal(mosaics, plain)
+    label = labels.argmax(1)
+    for i in range(len(mosaics)):
+        for quadrant in range(4):
+            where = quadrant_slices(71, 71, quadrant)
+            donors = [j for j in range(len(plain)) if np.array_equal(mosaics[i][where], plain[j][where])]
+            assert donors and all(label[j] == label[i] for j in donors)

@@ -20,7 +20,7 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches, PairedBatches, list_classes
 from siamdog.data.features import FeatureBatches
 from siamdog.data.mixing import MixedBatches
-from siamdog.data.occlusion import QuadrantMaskedBatches
+from siamdog.data.quadrants import QuadrantBatches
 from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
@@ -320,8 +320,10 @@ def prepare_stage(
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     compile_stage(fit_model, optimizer, config.label_smoothing, **stage.loss_weights())
     data = samples
-    if stage.quadrant_mask:
-        data = QuadrantMaskedBatches(samples, stage.quadrant_mask, sampling["seed"], workers=loader_workers(config.distribution, workers))
+    if stage.quadrant_mask or stage.same_class_mosaic:
+        data = QuadrantBatches(
+            samples, stage.quadrant_mask, stage.same_class_mosaic, sampling["seed"], workers=loader_workers(config.distribution, workers)
+        )
     if config.mode == "multiloss":
         data = PairedBatches(data, config.pair_every, workers=workers, outputs=fit_model.output_names)
     elif stage.mix != "none":
