@@ -178,8 +178,9 @@ class Bench:
 
 
 def split_seconds(pass_seconds: dict[str, float]) -> dict[str, float]:
-    """Bench.pass_seconds's figures summed by split (the last part of each key)."""
-    return {split: round(sum(v for k, v in pass_seconds.items() if k.endswith(f"-{split}")), 1) for split in ("train", "valid", "test")}
+    """Bench.pass_seconds's figures summed by split (a part of each key; a training pass on
+    another engine names the engine after it)."""
+    return {split: round(sum(v for k, v in pass_seconds.items() if split in k.split("-")), 1) for split in ("train", "valid", "test")}
 
 
 def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, pseudo_labels: dict | None = None) -> dict:
