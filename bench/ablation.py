@@ -129,7 +129,7 @@ def main() -> None:
     for row in rows:
         # An ensemble's cached passes are its rows' (each counted once where they share one).
         trained = [by_name[m] for m in ensemble_members(row)] or [row]
-        passes = split_seconds({k: v for t in trained for k, v in bench.pass_seconds(row_config(base, t, spec["seeds"][0]), t.get("tta", "flip")).items()})
+        passes = split_seconds(*(bench.pass_seconds(row_config(base, t, spec["seeds"][0]), t.get("tta", "flip")) for t in trained))
         config = row_config(base, trained[0], spec["seeds"][0])
         if "ensemble_of" in row:
             per_row[row["name"]] = ensemble_row([per_row[m] for m in ensemble_members(row)])

@@ -22,8 +22,8 @@ import yaml  # noqa: E402
 
 from bench.ablation import ensemble_members  # noqa: E402
 from bench.common import header, markdown_table, write_results  # noqa: E402
+from bench.runner import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 SUMMARY_STEM = "ablation-summary"
 
 

@@ -105,10 +105,10 @@ class Bench:
         by split (see pass_seconds)."""
         return split_seconds(self.pass_seconds(config, tta))
 
-    def pass_seconds(self, config, tta: str = "flip") -> dict[str, float]:
+    def pass_seconds(self, config, tta: str = "flip") -> dict[str, dict[str, float]]:
         """Make (or find) the cached passes a run of `config` and its scoring with `tta` need;
-        the seconds each took when it was made ({key: seconds}, the key ending in its split),
-        kept in the cache folder, since later runs only read them."""
+        the seconds each took when it was made ({split: {pass key: seconds}}), kept in the
+        cache folder, since later runs only read them."""
         from siamdog.models.backbones import build_tower
         from siamdog.training.feature_cache import passes_of, training_views
 
@@ -118,6 +118,7 @@ class Bench:
         seconds = {}
         blocks = max(s.trainable_blocks for s in config.stages)
         for split, views in {"train": training_pass_views(config), "valid": 1, "test": scored_views("test", tta)}.items():
+            seconds[split] = {}
             for pass_views in passes_of(views):
                 # A pass of a training pass's views goes by their count, as the cache names it.
                 if not isinstance(pass_views, int) and pass_views == training_views(len(pass_views)):
@@ -130,7 +131,7 @@ class Bench:
                 self.inputs(tower, config, split, pass_views)
                 self.inputs(tower, config, split, pass_views, blocks=0)  # pooled features: heads and the probe
                 made.setdefault(key, round(time.monotonic() - started, 1))
-                seconds[key] = made[key]
+                seconds[split][key] = made[key]
         record.write_text(json.dumps(made, indent=1))
         return seconds
 
@@ -177,10 +178,10 @@ class Bench:
         return {"agree": agree, "images": len(filenames), "command": " ".join(command)}
 
 
-def split_seconds(pass_seconds: dict[str, float]) -> dict[str, float]:
-    """Bench.pass_seconds's figures summed by split (a part of each key; a training pass on
-    another engine names the engine after it)."""
-    return {split: round(sum(v for k, v in pass_seconds.items() if split in k.split("-")), 1) for split in ("train", "valid", "test")}
+def split_seconds(*pass_seconds: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The seconds of the cached passes of one or more Bench.pass_seconds by split, a pass that
+    several share counted once."""
+    return {split: round(sum({k: v for made in pass_seconds for k, v in made[split].items()}.values()), 1) for split in pass_seconds[0]}
 
 
 def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, pseudo_labels: dict | None = None) -> dict:
