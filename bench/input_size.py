@@ -47,15 +47,18 @@ def subset(dogs: Path) -> tuple[list, list]:
     return train, held_out
 
 
-def pooled_features(dogs: Path, items: list, size: int, cache: Path, precision: str = "float32") -> np.ndarray:
+def pooled_features(dogs: Path, items: list, size: int, cache: Path, precision: str = "float32", load=None) -> np.ndarray:
+    """The frozen tower's pooled features of `items`, kept in `cache`; `load(path, (h, w))`
+    reads a photo at the input size (default: siamdog's loader)."""
     from siamdog.data.images import load_image
     from siamdog.models.backbones import build_tower
 
     if cache.is_file():
         return np.load(cache)
+    load = load or load_image
     tower = build_tower("xception", str(SHARED / "weights" / "xception_imagenet_notop.weights.h5"), size, precision)
     features = np.concatenate([
-        np.asarray(tower.predict_on_batch(np.stack([load_image(dogs / "train" / f"{i}.jpg", (size, size)) for i, _ in items[s : s + 32]]).astype(np.float32)), dtype=np.float32)
+        np.asarray(tower.predict_on_batch(np.stack([load(dogs / "train" / f"{i}.jpg", (size, size)) for i, _ in items[s : s + 32]]).astype(np.float32)), dtype=np.float32)
         for s in range(0, len(items), 32)
     ])
     cache.parent.mkdir(parents=True, exist_ok=True)

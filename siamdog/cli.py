@@ -189,14 +189,11 @@ def _quiet_backend_import():
 def _import_backend(verbose: bool) -> None:
     """Load Keras before a command needs it: quietly, with only errors from TensorFlow's
     Python loggers (retracing warnings), unless `verbose`."""
-    if verbose:
+    with contextlib.nullcontext() if verbose else _quiet_backend_import():
         import keras  # noqa: F401
-
-        return
-    with _quiet_backend_import():
-        import keras  # noqa: F401
-    for name in ("tensorflow", "absl"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    if not verbose:
+        for name in ("tensorflow", "absl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:

@@ -167,3 +167,21 @@ def test_pass_seconds_add_up_by_split_and_a_shared_pass_counts_once():
     keras_front = {**int8, "train": {"xception-299px-2views-2blocks-train": 100.0}}
     assert split_seconds(int8, keras_front) == {"train": 983.2, "valid": 108.3, "test": 792.3}
     assert split_seconds(int8) == {"train": 883.2, "valid": 108.3, "test": 792.3}
+
+
+def test_the_upscale_bench_reads_linear_as_siamdog_does_and_each_interpolation_at_the_asked_size(tmp_path):
+    import cv2
+
+    from bench.upscale import INTERPOLATIONS, loader
+    from siamdog.data.images import load_image
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (9, 12, 3), dtype=np.uint8))
+    enlarged = {name: loader(name)(photo, (27, 36)) for name in INTERPOLATIONS}
+    assert np.array_equal(enlarged["linear"], load_image(photo, (27, 36)))
+    for name, image in enlarged.items():
+        assert image.shape == (27, 36, 3) and image.dtype == np.uint8, name
+    assert not np.array_equal(enlarged["cubic"], enlarged["linear"])
+    # Nearest repeats pixels: every enlarged pixel is one of the photo's, in RGB like the rest.
+    original = load_image(photo, (9, 12))
+    assert {tuple(p) for p in enlarged["nearest"].reshape(-1, 3)} <= {tuple(p) for p in original.reshape(-1, 3)}
