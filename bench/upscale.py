@@ -8,11 +8,12 @@ size was the biggest lever measured (bench/README.md); this asks whether a sharp
 helps too. On bench/input_size.py's seeded subset (30 training and 10 held-out photos per
 breed), the pooled features of the frozen tower on photos enlarged with each interpolation
 train a logistic regression, scored on the held-out photos enlarged the same way; each is
-compared with `linear` (what siamdog's loader does) by an exact McNemar test on the same photos.
+compared with `linear` (siamdog's default) by an exact McNemar test on the same photos.
 Features are kept in --work (`linear`'s are input_size.py's at that size). Writes
 bench/results/upscale-<date>.json and .md.
 """
 
+import functools
 import os
 import sys
 import time
@@ -32,13 +33,10 @@ INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos
 
 
 def loader(interpolation: str):
-    """A photo reader for pooled_features: siamdog's loader for `linear`, else the photo
-    enlarged with that OpenCV interpolation."""
-    from siamdog.data.images import load_image, read_image
+    """A photo reader for pooled_features: siamdog's loader, enlarging with `interpolation`."""
+    from siamdog.data.images import load_image
 
-    if interpolation == "linear":
-        return load_image
-    return lambda path, size: cv2.resize(read_image(path), size[::-1], interpolation=INTERPOLATIONS[interpolation])
+    return functools.partial(load_image, enlarge=INTERPOLATIONS[interpolation])
 
 
 def main() -> None:
