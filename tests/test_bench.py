@@ -185,3 +185,24 @@ def test_the_upscale_bench_reads_linear_as_siamdog_does_and_each_interpolation_a
     # Nearest repeats pixels: every enlarged pixel is one of the photo's, in RGB like the rest.
     original = load_image(photo, (9, 12))
     assert {tuple(p) for p in enlarged["nearest"].reshape(-1, 3)} <= {tuple(p) for p in original.reshape(-1, 3)}
+
+
+def test_the_probe_s_c_is_the_one_that_errs_least_on_valid_with_both_views_averaged(monkeypatch):
+    import bench.probe_inputs as probe_inputs
+
+    class Probe:  # right on valid only for C 0.01, and only once the mirrored view is averaged in
+        def __init__(self, c):
+            self.c = c
+
+        def predict_proba(self, view):
+            favoured = np.full(len(view), 1 if self.c == 0.01 else 0)
+            confidence = np.where(view[:, 0] > 0, 0.6, 0.45)  # view 0 leans to class 0, view 1 to the favoured one
+            return np.stack([np.where(favoured == 0, confidence, 1 - confidence), np.where(favoured == 0, 1 - confidence, confidence)], 1)
+
+    monkeypatch.setattr(probe_inputs, "fit_probe", lambda x, y, c: Probe(c))
+    views = np.stack([np.full((4, 2), -1.0), np.full((4, 2), 1.0)])  # (views, samples, features)
+    c, valid_err = probe_inputs.chosen_on_valid((views, np.ones(4, int)), (views, np.ones(4, int)), [0.001, 0.01, 0.1])
+    assert c == 0.01 and valid_err == {"0.001": 1.0, "0.01": 0.0, "0.1": 1.0}
+    features = [{"test": (np.zeros((2, 3, 4)), np.arange(3))}, {"test": (np.ones((2, 3, 5)), np.arange(3) + 7)}]
+    together, labels = probe_inputs.side_by_side(features, "test")
+    assert together.shape == (2, 3, 9) and np.array_equal(together[..., 4:], np.ones((2, 3, 5))) and np.array_equal(labels, np.arange(3))
