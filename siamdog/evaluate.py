@@ -55,15 +55,13 @@ def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str], Pa
 def load_classifiers(models: str | os.PathLike | list) -> tuple[keras.Model, list[str], list[Path]]:
     """One classifier, or the ensemble of several (the mean of their probabilities); its class
     names and the `.keras` files it came from. An ensemble's members must name the same classes
-    in the same order and take the same input size."""
+    in the same order; they may take different input sizes (see average_classifiers)."""
     paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     loaded = [load_classifier(path) for path in paths]
     first_model, classes, first_file = loaded[0]
     for model, member_classes, model_file in loaded[1:]:
         if member_classes != classes:
             raise SiamdogError(f"{model_file} and {first_file} name different classes (or orders); an ensemble's models must share classes.txt")
-        if model.input_shape != first_model.input_shape:
-            raise SiamdogError(f"{model_file} takes {model.input_shape[1:3]} images and {first_file} {first_model.input_shape[1:3]}; an ensemble's models must take one size")
     classifiers = [model for model, _, _ in loaded]
     classifier = classifiers[0] if len(classifiers) == 1 else average_classifiers(classifiers)
     return classifier, classes, [model_file for _, _, model_file in loaded]

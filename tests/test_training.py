@@ -303,6 +303,33 @@ def test_a_finished_run_says_it_is_complete(trained_run, demo, caplog):
     assert state == before
 
 
+def test_an_ensemble_of_runs_at_two_sizes_scores_each_at_its_own(trained_run, demo, tmp_path):
+    from siamdog.evaluate import load_classifiers, predict_files
+    from siamdog.models.backbones import build_tower
+    from siamdog.models.siamese import build_model
+
+    # The trained run's weights in a classifier that takes 96 px images (the tower is fully
+    # convolutional and pooled, so its weights fit any size): a run trained at another size.
+    small = keras.saving.load_model(trained_run / "best.keras", compile=False)
+    config = tiny_config()
+    large = build_model("softmax", build_tower(config.backbone, None, 96), NUM_CLASSES, config.dropout).image_classifier
+    large.set_weights(small.get_weights())
+    (tmp_path / "large").mkdir()
+    large.save(tmp_path / "large" / "best.keras")
+    shutil.copy(trained_run / "classes.txt", tmp_path / "large" / "classes.txt")
+
+    paths = [str(p) for p in sorted((demo / "test").rglob("*.jpg"))]
+    ensemble, _, _ = load_classifiers([trained_run, tmp_path / "large"])
+    assert ensemble.input_shape[1:3] == (96, 96), "the ensemble takes its largest member's size"
+    members = [predict_files(load_classifiers(m)[0], paths, progress=False)[0] for m in (trained_run, tmp_path / "large")]
+    assert not np.allclose(*members, atol=1e-3), "the two sizes give the same weights other predictions"
+    together = predict_files(ensemble, paths, progress=False)[0]
+    # The smaller member sees the 96 px images resized to 71 px, not the photos loaded at 71 px:
+    # close to the mean of the members on their own sizes, not equal.
+    np.testing.assert_allclose(together, np.mean(members, axis=0), atol=0.05)
+    assert np.mean(together.argmax(1) == np.mean(members, axis=0).argmax(1)) >= 0.9
+
+
 def test_a_new_run_can_start_from_an_earlier_run_s_best_model(trained_run, demo, tmp_path):
     best = json.loads((trained_run / "best.json").read_text())["val_accuracy"]
     frozen = [{"name": "heads", "epochs": 1, "optimizer": "sgd", "learning_rate": 1e-9}]
