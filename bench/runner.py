@@ -7,7 +7,7 @@ the final scoring). Every run is trained by `siamdog.training.trainer.train`, th
 `siamdog train` calls, and scored by its best.keras on the test images. Scoring reads the cached
 pass of the frozen front over the test images (as is and mirrored, for TTA) and runs only the
 rest of the model: best.keras's front is the untrained ImageNet front that made the cache, so
-this gives the image model's predictions (`check_against_images` compares the two on one run).
+this gives the image model's predictions (`check_against_images` compares the two on a run or an ensemble).
 `--tta crops` adds a second cached test pass, of the zoomed views.
 """
 
@@ -162,20 +162,25 @@ class Bench:
         ], axis=0)
         return probabilities, labels
 
-    def check_against_images(self, run: Path, tta: str = "flip") -> dict:
-        """How many test images the cached scoring and `tools/evaluate.py` on the images agree on."""
+    def check_against_images(self, runs: Path | list[Path], tta: str = "flip") -> dict:
+        """How many test images the cached scoring and `tools/evaluate.py` on the images agree
+        on, for one run or the ensemble of several (the mean of their probabilities)."""
         from siamdog.config import load_config
 
-        out = run / "evaluation-images"
-        command = [sys.executable, "tools/evaluate.py", "--model", str(run), "--data", str(self.data / "test"), "--out", str(out)]
+        runs = [runs] if isinstance(runs, Path) else list(runs)
+        out = runs[0] / "evaluation-images" if len(runs) == 1 else runs[0].parent / ("evaluation-images-" + "-".join(r.name for r in runs))
+        command = [sys.executable, "tools/evaluate.py", "--model", *map(str, runs), "--data", str(self.data / "test"), "--out", str(out)]
         command += ["--tta", tta] if tta != "none" else []
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-        probabilities, _ = self.score(run, "test", tta)
-        filenames = self.batches("test", load_config(run / "config.yaml")).filenames
+        scored = [self.score(run, "test", tta) for run in runs]
+        probabilities, labels = np.mean([p for p, _ in scored], axis=0), scored[0][1]
+        filenames = self.batches("test", load_config(runs[0] / "config.yaml")).filenames
         with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
             rows = {row["image"]: row["predicted"] for row in csv.DictReader(f)}
         agree = sum(rows[name] == self.classes[int(p.argmax())] for name, p in zip(filenames, probabilities))
-        return {"agree": agree, "images": len(filenames), "command": " ".join(command)}
+        return {"agree": agree, "images": len(filenames), "command": " ".join(command),
+                "top1_err_cached": round(float(np.mean(probabilities.argmax(1) != np.asarray(labels))), 4),
+                "top1_err_images": round(json.loads((out / "metrics.json").read_text())["top1_error"], 4)}
 
 
 def split_seconds(*pass_seconds: dict[str, dict[str, float]]) -> dict[str, float]:
