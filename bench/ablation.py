@@ -9,7 +9,8 @@ scored on the test split with the TTA it names (`tta`: none, flip (the default) 
 bench/runner.py). A row with `probe: true` is the linear probe instead (`probe_c`:
 scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble of that row's
 runs (listed after it), and with `ensemble_of: [ROW, ROW, ...]` the ensemble of those rows, each
-row's runs weighing as one (rows scored with the same TTA); a row with `pseudo_labels: {threshold: T}` goes on from its training
+row's runs weighing as one (rows scored with the same TTA), or with `by_seed: true` one
+ensemble per seed of each row's run of that seed; a row with `pseudo_labels: {threshold: T}` goes on from its training
 with pseudo-label rounds on the test photos, without their labels. Every row is compared with
 the reference seed by seed (exact McNemar on the same test images), and with the rows it names
 under `compare_with` (which then run too), and gets the command that reproduces it. Techniques on the heads train on cached
@@ -87,14 +88,18 @@ def rows_it_needs(row: dict, by_name: dict[str, dict]) -> list[str]:
     return [*named, *(member for n in named for member in ensemble_members(by_name[n]))]
 
 
-def ensemble_row(members: list[list[dict]]) -> list[dict]:
+def ensemble_row(members: list[list[dict]], by_seed: bool = False) -> list[dict]:
     """The ensemble of rows' runs (`members`: each row's runs, seed by seed): the mean of each
     row's test probabilities over its runs (as `siamdog evaluate --model RUN1 RUN2 ...` scores
     them), then over the rows, so each row weighs as one. One prediction standing for every
-    seed, costing the training of every run (a probe's one fit once)."""
+    seed, costing the training of every run (a probe's one fit once). `by_seed`: one ensemble
+    per seed instead, of each row's run of that seed, costing one run of each row."""
+    labels = members[0][0]["labels"]
+    if by_seed:
+        return [{"seed": runs[0]["seed"], "seconds": sum(m["seconds"] for m in runs),
+                 "test": errors(np.mean([m["probabilities"] for m in runs], axis=0), labels)} for runs in zip(*members)]
     probabilities = np.mean([np.mean([m["probabilities"] for m in runs], axis=0) for runs in members], axis=0)
     seconds = sum(runs[0]["seconds"] if runs[0].get("one_fit") else sum(m["seconds"] for m in runs) for runs in members)
-    labels = members[0][0]["labels"]
     return [{"seed": m["seed"], "seconds": seconds, "test": errors(probabilities, labels)} for m in members[0]]
 
 
@@ -132,7 +137,7 @@ def main() -> None:
         passes = split_seconds(*(bench.pass_seconds(row_config(base, t, spec["seeds"][0]), t.get("tta", "flip")) for t in trained))
         config = row_config(base, trained[0], spec["seeds"][0])
         if "ensemble_of" in row:
-            per_row[row["name"]] = ensemble_row([per_row[m] for m in ensemble_members(row)])
+            per_row[row["name"]] = ensemble_row([per_row[m] for m in ensemble_members(row)], row.get("by_seed", False))
         else:
             per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
         results["rows"][row["name"]] = {

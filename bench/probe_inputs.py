@@ -52,12 +52,15 @@ def flip_probabilities(probe, views: np.ndarray) -> np.ndarray:
     return np.mean([probe.predict_proba(view) for view in views], axis=0)
 
 
-def chosen_on_valid(train, valid, grid: list[float]) -> tuple[float, dict[str, float]]:
-    """The C of `grid` whose probe, fitted on `train`, errs least on `valid` (flip), and each C's valid error."""
-    valid_err = {}
+def chosen_on_valid(train, valid, grid: list[float]):
+    """The C of `grid` whose probe, fitted on `train`, errs least on `valid` (flip), that probe,
+    and each C's valid error."""
+    probes, valid_err = {}, {}
     for c in grid:
-        valid_err[str(c)] = round(float(np.mean(flip_probabilities(fit_probe(*train, c), valid[0]).argmax(1) != valid[1])), 4)
-    return min(grid, key=lambda c: valid_err[str(c)]), valid_err
+        probes[c] = fit_probe(*train, c)
+        valid_err[str(c)] = round(float(np.mean(flip_probabilities(probes[c], valid[0]).argmax(1) != valid[1])), 4)
+    best = min(grid, key=lambda c: valid_err[str(c)])
+    return best, probes[best], valid_err
 
 
 def side_by_side(features: list[dict], split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,17 +95,17 @@ def main() -> None:
         print(name, results["variants"][name], flush=True)
 
     reference = f"{args.sizes[0]} px, train"
-    c, valid_err = chosen_on_valid(first["train"], first["valid"], args.c)
-    one_size.append(score(reference, fit_probe(*first["train"], c), first["test"][0], c=c, valid_top1_err_by_c=valid_err))
+    c, probe, valid_err = chosen_on_valid(first["train"], first["valid"], args.c)
+    one_size.append(score(reference, probe, first["test"][0], c=c, valid_top1_err_by_c=valid_err))
     both = (np.concatenate([first["train"][0], first["valid"][0]], axis=1), np.concatenate([first["train"][1], first["valid"][1]]))
     score(f"{args.sizes[0]} px, train + valid", fit_probe(*both, c), first["test"][0], c=c)
     for size, other in zip(args.sizes[1:], features[1:]):
-        c_size, valid_err_size = chosen_on_valid(other["train"], other["valid"], args.c)
-        one_size.append(score(f"{size} px, train", fit_probe(*other["train"], c_size), other["test"][0], c=c_size, valid_top1_err_by_c=valid_err_size))
+        c_size, probe_size, valid_err_size = chosen_on_valid(other["train"], other["valid"], args.c)
+        one_size.append(score(f"{size} px, train", probe_size, other["test"][0], c=c_size, valid_top1_err_by_c=valid_err_size))
     if len(args.sizes) > 1:
         train, valid, test = (side_by_side(features, split) for split in ("train", "valid", "test"))
-        c_sizes, valid_err_sizes = chosen_on_valid(train, valid, args.c)
-        score(f"{'+'.join(map(str, args.sizes))} px side by side, train", fit_probe(*train, c_sizes), test[0], c=c_sizes,
+        c_sizes, probe_sizes, valid_err_sizes = chosen_on_valid(train, valid, args.c)
+        score(f"{'+'.join(map(str, args.sizes))} px side by side, train", probe_sizes, test[0], c=c_sizes,
               valid_top1_err_by_c=valid_err_sizes)
         record(f"{' and '.join(map(str, args.sizes))} px probes' mean, train", np.mean(one_size, axis=0), c="each its own")
     for name in list(variants)[1:]:

@@ -58,7 +58,7 @@ def load_classifiers(models: str | os.PathLike | list) -> tuple[keras.Model, lis
     in the same order; they may take different input sizes (see average_classifiers)."""
     paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     loaded = [load_classifier(path) for path in paths]
-    first_model, classes, first_file = loaded[0]
+    _, classes, first_file = loaded[0]
     for model, member_classes, model_file in loaded[1:]:
         if member_classes != classes:
             raise SiamdogError(f"{model_file} and {first_file} name different classes (or orders); an ensemble's models must share classes.txt")

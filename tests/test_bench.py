@@ -66,6 +66,23 @@ def test_an_ensemble_of_rows_weighs_each_row_as_one_and_counts_a_probe_s_fit_onc
     assert [r["seed"] for r in rows] == [0, 1, 2] and all(r["seconds"] == 35.0 for r in rows)
 
 
+def test_an_ensemble_by_seed_averages_each_row_s_run_of_that_seed_only():
+    from bench.ablation import ensemble_row
+
+    labels = np.array([0, 1])
+    first = [  # seed 0 sure of class 0, seed 1 of class 1
+        {"seed": 0, "seconds": 10.0, "probabilities": np.array([[0.9, 0.1], [0.9, 0.1]]), "labels": labels},
+        {"seed": 1, "seconds": 10.0, "probabilities": np.array([[0.1, 0.9], [0.1, 0.9]]), "labels": labels},
+    ]
+    second = [  # leaning to the truth on both images, for both seeds
+        {"seed": seed, "seconds": 3.0, "probabilities": np.array([[0.6, 0.4], [0.4, 0.6]]), "labels": labels} for seed in range(2)
+    ]
+    rows = ensemble_row([first, second], by_seed=True)
+    # Seed 0: (0.9 + 0.6) / 2 and (0.9 + 0.4) / 2 for class 0; seed 1 the mirror image.
+    assert [r["test"]["right"] for r in rows] == [[True, False], [False, True]]
+    assert [r["seed"] for r in rows] == [0, 1] and all(r["seconds"] == 13.0 for r in rows)
+
+
 def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compared_with():
     from bench.ablation import rows_it_needs
 
@@ -201,8 +218,9 @@ def test_the_probe_s_c_is_the_one_that_errs_least_on_valid_with_both_views_avera
 
     monkeypatch.setattr(probe_inputs, "fit_probe", lambda x, y, c: Probe(c))
     views = np.stack([np.full((4, 2), -1.0), np.full((4, 2), 1.0)])  # (views, samples, features)
-    c, valid_err = probe_inputs.chosen_on_valid((views, np.ones(4, int)), (views, np.ones(4, int)), [0.001, 0.01, 0.1])
+    c, probe, valid_err = probe_inputs.chosen_on_valid((views, np.ones(4, int)), (views, np.ones(4, int)), [0.001, 0.01, 0.1])
     assert c == 0.01 and valid_err == {"0.001": 1.0, "0.01": 0.0, "0.1": 1.0}
+    assert probe.c == 0.01, "the chosen C's probe, not another fit"
     features = [{"test": (np.zeros((2, 3, 4)), np.arange(3))}, {"test": (np.ones((2, 3, 5)), np.arange(3) + 7)}]
     together, labels = probe_inputs.side_by_side(features, "test")
     assert together.shape == (2, 3, 9) and np.array_equal(together[..., 4:], np.ones((2, 3, 5))) and np.array_equal(labels, np.arange(3))

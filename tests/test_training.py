@@ -118,15 +118,20 @@ def test_the_report_renders_its_tables_and_images_in_a_browser(trained_run, demo
     assert rendered.shape[0] > 100 and np.abs(rendered.mean(axis=(0, 1)) - photo.mean(axis=(0, 1))).max() < 12
 
 
+def _saved_as_run(model: keras.Model, folder: Path, classes: list[str]) -> Path:
+    """`model` as a run folder that evaluate reads: best.keras and classes.txt."""
+    folder.mkdir(parents=True)
+    model.save(folder / "best.keras")
+    (folder / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    return folder
+
+
 def _perturbed_copy(run: Path, folder: Path, classes: list[str], seed: int) -> Path:
     """best.keras of `run` with its class layer's kernel shifted at random, and `classes` beside it."""
     model = keras.saving.load_model(run / "best.keras", compile=False)
     kernel = next(w for w in reversed(model.weights) if len(w.shape) == 2 and w.shape[-1] == len(classes))
     kernel.assign(np.asarray(kernel) + np.random.default_rng(seed).normal(0, 1.0, kernel.shape).astype("float32"))
-    folder.mkdir(parents=True)
-    model.save(folder / "best.keras")
-    (folder / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
-    return folder
+    return _saved_as_run(model, folder, classes)
 
 
 def test_several_models_are_scored_as_the_mean_of_their_probabilities(trained_run, demo, tmp_path, capsys):
@@ -314,9 +319,7 @@ def test_an_ensemble_of_runs_at_two_sizes_scores_each_at_its_own(trained_run, de
     config = tiny_config()
     large = build_model("softmax", build_tower(config.backbone, None, 96), NUM_CLASSES, config.dropout).image_classifier
     large.set_weights(small.get_weights())
-    (tmp_path / "large").mkdir()
-    large.save(tmp_path / "large" / "best.keras")
-    shutil.copy(trained_run / "classes.txt", tmp_path / "large" / "classes.txt")
+    _saved_as_run(large, tmp_path / "large", (trained_run / "classes.txt").read_text().splitlines())
 
     paths = [str(p) for p in sorted((demo / "test").rglob("*.jpg"))]
     ensemble, _, _ = load_classifiers([trained_run, tmp_path / "large"])
