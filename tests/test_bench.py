@@ -224,3 +224,36 @@ def test_the_probe_s_c_is_the_one_that_errs_least_on_valid_with_both_views_avera
     features = [{"test": (np.zeros((2, 3, 4)), np.arange(3))}, {"test": (np.ones((2, 3, 5)), np.arange(3) + 7)}]
     together, labels = probe_inputs.side_by_side(features, "test")
     assert together.shape == (2, 3, 9) and np.array_equal(together[..., 4:], np.ones((2, 3, 5))) and np.array_equal(labels, np.arange(3))
+
+
+def test_the_quality_bench_names_each_size_s_runs_and_compares_their_ensemble_with_the_first_size():
+    from bench.quality import comparisons, size_names, variant_names
+
+    assert size_names("multiloss", [299]) == ["multiloss"]
+    assert size_names("multiloss", [299, 400]) == ["multiloss_299px", "multiloss_400px"]
+    assert variant_names([299]) == ["linear_probe", "linear_probe_c0001", "softmax_only", "multiloss", "multiloss_polish"]
+    two = variant_names([299, 400])
+    assert two.index("multiloss_299px") < two.index("multiloss_400px") < two.index("multiloss")
+    assert ("multiloss", "multiloss_299px") in comparisons([299, 400])
+    assert not any(b.endswith("px") for _, b in comparisons([299]))
+
+
+def test_a_quality_ensemble_averages_its_runs_probabilities_and_adds_their_training_time():
+    from bench.quality import ensemble_figures
+
+    labels = np.array([0, 1])
+    scores = {  # each run gets one test image wrong; their mean gets both right
+        ("a", "test"): np.array([[0.4, 0.6], [0.2, 0.8]]), ("b", "test"): np.array([[0.9, 0.1], [0.6, 0.4]]),
+        ("a", "valid"): np.array([[0.6, 0.4], [0.6, 0.4]]), ("b", "valid"): np.array([[0.6, 0.4], [0.6, 0.4]]),
+    }
+
+    class FakeBench:
+        def score(self, run, split, tta):
+            assert tta == ("crops" if split == "test" else "none")
+            return scores[(run.name, split)], labels
+
+    members = [{"seed": 1, "seconds": 10.0, "best": {"stage": "heads"}, "run": "runs/a"},
+               {"seed": 1, "seconds": 25.0, "best": {"stage": "heads"}, "run": "runs/b"}]
+    figures = ensemble_figures(FakeBench(), members, "crops")
+    assert figures["seed"] == 1 and figures["seconds"] == 35.0 and figures["runs"] == ["runs/a", "runs/b"]
+    assert figures["test"]["right"] == [True, True] and figures["valid_top1_err"] == 0.5

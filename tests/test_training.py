@@ -193,7 +193,10 @@ def test_verify_gives_a_symmetric_same_class_probability_and_each_photo_s_class(
     c = sorted((demo / "test" / "bluetriangle").iterdir())[0]
     forth, back = verify(trained_run, str(a), str(c)), verify(trained_run, str(c), str(a))
     assert forth.probability == pytest.approx(back.probability, abs=1e-6)
-    assert forth.top_classes == back.top_classes[::-1]
+    # The same classes; their probabilities to float32 rounding (a photo's position in the batch
+    # may change the kernel's summation order on some CPUs).
+    assert [label for label, _ in forth.top_classes] == [label for label, _ in back.top_classes[::-1]]
+    assert [p for _, p in forth.top_classes] == pytest.approx([p for _, p in back.top_classes[::-1]], abs=1e-6)
     # Identical features differ by zero: the head's output is then its bias alone.
     bias = float(keras.saving.load_model(trained_run / "best-same-class.keras").layers[-1].bias.numpy()[0])
     assert verify(trained_run, str(a), str(a)).probability == pytest.approx(1 / (1 + np.exp(-bias)), abs=1e-6)
