@@ -24,7 +24,8 @@ seed's figure, a 95 % interval, the valid error separately, and `minutes`: the c
 plus training, from organized data to the evaluated model, as one run (or one ensemble) alone
 would take. Variants are compared by exact McNemar tests on the same test images, seed by
 seed; a difference that not every seed's test confirms is reported as a tie.
-Writes bench/results/<profile>-<date>.json and .md (<profile>-<date>-tta-<tta> with a --tta other than flip).
+Writes bench/results/<profile>-<date>.json and .md (<profile>-<date>-299-400px with two sizes,
+-tta-<tta> after it with a --tta other than flip).
 """
 
 import argparse
@@ -193,7 +194,8 @@ def main() -> None:
                                   for a, b in comparisons(sizes) if per_seed[a] and per_seed[b]}
         results["peak_rss_mb"] = round(peak_rss_mb(), 1)
         results["total_seconds"] = round(time.monotonic() - started, 1)
-        write_results(args.out, f"{args.profile}-{results['date']}{scored_as}", results, title, report(results))
+        sized = "" if len(sizes) == 1 else "-" + "-".join(map(str, sizes)) + "px"
+        write_results(args.out, f"{args.profile}-{results['date']}{sized}{scored_as}", results, title, report(results))
 
     for seed in args.seeds:
         for name, run_name, stages in (("softmax_only", "softmax_only", staged), ("multiloss", "multiloss", staged),
