@@ -35,8 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,8 +59,8 @@ def size_names(name: str, sizes) -> list[str]:
 
 def variant_names(sizes) -> list[str]:
     """Every variant the table may hold: the probes, then each trained variant's sizes and their ensemble."""
-    trained = [n for name in TRAINED for n in dict.fromkeys([*size_names(name, sizes), name])]
-    return [*PROBES, *trained]
+    trained = [[*size_names(name, sizes), name] if len(sizes) > 1 else [name] for name in TRAINED]
+    return [*PROBES, *(n for names in trained for n in names)]
 
 
 def comparisons(sizes) -> list[tuple[str, str]]:
@@ -130,12 +128,9 @@ def report(results: dict) -> str:
 def ensemble_figures(bench: Bench, members: list[dict], tta: str) -> dict:
     """One seed's runs at each size as one ensemble (the mean of their probabilities), on test
     and valid; its training seconds are its runs' together."""
-    def mean_scores(split: str, split_tta: str):
-        scored = [bench.score(Path(m["run"]), split, split_tta) for m in members]
-        return np.mean([p for p, _ in scored], axis=0), scored[0][1]
-
-    return {"seed": members[0]["seed"], "seconds": sum(m["seconds"] for m in members), "test": errors(*mean_scores("test", tta)),
-            "valid_top1_err": errors(*mean_scores("valid", "none"))["top1_err"], "best": [m["best"] for m in members],
+    runs = [Path(m["run"]) for m in members]
+    return {"seed": members[0]["seed"], "seconds": sum(m["seconds"] for m in members), "test": errors(*bench.ensemble_score(runs, "test", tta)),
+            "valid_top1_err": errors(*bench.ensemble_score(runs, "valid", "none"))["top1_err"], "best": [m["best"] for m in members],
             "runs": [m["run"] for m in members]}
 
 
@@ -178,7 +173,6 @@ def main() -> None:
         pass_minutes.update({member: size_minutes[size] for member, size in zip(size_names(name, sizes), sizes)})
         pass_minutes[name] = sum(size_minutes.values())
     runs = Path(args.work) / "runs" / f"{args.profile}-{results['date']}"
-    runs.mkdir(parents=True, exist_ok=True)
     staged = [s.name for s in config.stages if s.name != "polish"]
     title = f"siamdog vs a linear probe on held-out dogs120 photos, profile {args.profile}"
     scored_as = "" if tta == "flip" else f"-tta-{tta}"

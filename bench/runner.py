@@ -162,6 +162,12 @@ class Bench:
         ], axis=0)
         return probabilities, labels
 
+    def ensemble_score(self, runs: list[Path], split: str = "test", tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, labels) of several runs as one ensemble, the mean of their
+        probabilities, as `siamdog evaluate --model RUN1 RUN2` scores them."""
+        scored = [self.score(run, split, tta) for run in runs]
+        return np.mean([p for p, _ in scored], axis=0), scored[0][1]
+
     def check_against_images(self, runs: Path | list[Path], tta: str = "flip") -> dict:
         """How many test images the cached scoring and `tools/evaluate.py` on the images agree
         on, for one run or the ensemble of several (the mean of their probabilities)."""
@@ -172,8 +178,7 @@ class Bench:
         command = [sys.executable, "tools/evaluate.py", "--model", *map(str, runs), "--data", str(self.data / "test"), "--out", str(out)]
         command += ["--tta", tta] if tta != "none" else []
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-        scored = [self.score(run, "test", tta) for run in runs]
-        probabilities, labels = np.mean([p for p, _ in scored], axis=0), scored[0][1]
+        probabilities, labels = self.ensemble_score(runs, "test", tta)
         filenames = self.batches("test", load_config(runs[0] / "config.yaml")).filenames
         with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
             rows = {row["image"]: row["predicted"] for row in csv.DictReader(f)}

@@ -240,6 +240,7 @@ def test_the_quality_bench_names_each_size_s_runs_and_compares_their_ensemble_wi
 
 def test_a_quality_ensemble_averages_its_runs_probabilities_and_adds_their_training_time():
     from bench.quality import ensemble_figures
+    from bench.runner import Bench
 
     labels = np.array([0, 1])
     scores = {  # each run gets one test image wrong; their mean gets both right
@@ -247,7 +248,10 @@ def test_a_quality_ensemble_averages_its_runs_probabilities_and_adds_their_train
         ("a", "valid"): np.array([[0.6, 0.4], [0.6, 0.4]]), ("b", "valid"): np.array([[0.6, 0.4], [0.6, 0.4]]),
     }
 
-    class FakeBench:
+    class FakeBench(Bench):  # Bench's own ensemble scoring over runs scored from a table
+        def __init__(self):
+            pass
+
         def score(self, run, split, tta):
             assert tta == ("crops" if split == "test" else "none")
             return scores[(run.name, split)], labels
