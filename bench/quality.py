@@ -58,9 +58,11 @@ def size_names(name: str, sizes) -> list[str]:
 
 
 def variant_names(sizes) -> list[str]:
-    """Every variant the table may hold: the probes, then each trained variant's sizes and their ensemble."""
-    trained = [[*size_names(name, sizes), name] if len(sizes) > 1 else [name] for name in TRAINED]
-    return [*PROBES, *(n for names in trained for n in names)]
+    """Every variant the table may hold: the probes, then each trained variant's sizes and their
+    ensemble (with one size, the variant's one run)."""
+    if len(sizes) == 1:
+        return [*PROBES, *TRAINED]
+    return [*PROBES, *(n for name in TRAINED for n in (*size_names(name, sizes), name))]
 
 
 def comparisons(sizes) -> list[tuple[str, str]]:

@@ -300,5 +300,6 @@ def recorded(path: Path, measure) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     figures = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures))
     return figures

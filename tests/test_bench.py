@@ -261,3 +261,18 @@ def test_a_quality_ensemble_averages_its_runs_probabilities_and_adds_their_train
     figures = ensemble_figures(FakeBench(), members, "crops")
     assert figures["seed"] == 1 and figures["seconds"] == 35.0 and figures["runs"] == ["runs/a", "runs/b"]
     assert figures["test"]["right"] == [True, True] and figures["valid_top1_err"] == 0.5
+
+
+def test_recorded_figures_are_measured_once_and_kept_in_a_new_folder(tmp_path):
+    from bench.runner import recorded
+
+    measured = []
+
+    def measure():
+        measured.append(1)
+        return {"top1_err": 0.25}
+
+    path = tmp_path / "runs" / "quality-multiloss-seed0.json"
+    assert recorded(path, measure) == {"top1_err": 0.25}
+    assert recorded(path, measure) == {"top1_err": 0.25}
+    assert len(measured) == 1 and path.is_file()
