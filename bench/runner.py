@@ -208,13 +208,19 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, 
     keras.backend.clear_session()
     if not pseudo_labels:
         state = train(bench.data, run, config, stages=stages, verbose=0)
-        return {"state": state, "run": run, "seconds": sum(v["seconds"] for v in state["completed"].values())}
+        return {"state": state, "run": run, "seconds": training_seconds(state)}
     rounds = pseudo_labels.get("rounds", 1)
     final, state = train_with_pseudo_labels(bench.data, run, config, bench.data / "test", pseudo_labels["threshold"], rounds, stages, verbose=0)
     folders = [run, *(round_folder(run, r) for r in range(1, rounds + 1))]
-    seconds = sum(v["seconds"] for folder in folders for v in json.loads((folder / "state.json").read_text())["completed"].values())
+    seconds = sum(training_seconds(json.loads((folder / "state.json").read_text())) for folder in folders)
     seconds += sum(json.loads((folder / "pseudo-labels.json").read_text())["seconds"] for folder in folders[1:])
     return {"state": state, "run": final, "seconds": round(seconds, 1)}
+
+
+def training_seconds(state: dict) -> float:
+    """A run's time from its state.json: every stage's, and the same-class head's calibration
+    on the valid photos that ends a multi-loss run."""
+    return sum(v["seconds"] for v in state["completed"].values()) + state.get("verification_seconds", 0.0)
 
 
 def pseudo_label_figures(round_folder: Path) -> dict:

@@ -186,6 +186,14 @@ def test_pass_seconds_add_up_by_split_and_a_shared_pass_counts_once():
     assert split_seconds(int8) == {"train": 883.2, "valid": 108.3, "test": 792.3}
 
 
+def test_a_run_s_time_adds_its_stages_and_the_same_class_calibration_of_a_multiloss_run():
+    from bench.runner import training_seconds
+
+    stages = {"completed": {"heads": {"seconds": 20.5}, "finetune": {"seconds": 300.0}}}
+    assert training_seconds(stages) == 320.5, "softmax-only: no calibration"
+    assert training_seconds({**stages, "verification_seconds": 95.5}) == 416.0
+
+
 def test_the_upscale_bench_reads_linear_as_siamdog_does_and_each_interpolation_at_the_asked_size(tmp_path):
     import cv2
 

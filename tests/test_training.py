@@ -43,6 +43,7 @@ def test_all_stages_run_and_leave_a_complete_run_folder(trained_run):
     assert not any((trained_run / "backup").glob("*/*")), "finished stages leave no backup behind"
     verification = json.loads((trained_run / "verification.json").read_text())
     assert verification["pairs"] == 2 * verification["same_class_pairs"] > 0 and 0 <= verification["roc_auc"] <= 1
+    assert json.loads(state_text)["verification_seconds"] > 0, "the calibration's time is part of the run's"
     model = keras.saving.load_model(trained_run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
 

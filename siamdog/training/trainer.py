@@ -387,7 +387,10 @@ def _run_stages(
         write_json(str(run.state), state)
         log.info("stage %s done in %.0f s", stage.name, seconds)
     if config.mode == "multiloss":
+        started = time.monotonic()
         figures = calibrate_verification(run.root, valid_dir, workers)
+        state["verification_seconds"] = round(time.monotonic() - started, 1)
+        write_json(str(run.state), state)
         log.info("same-class head on %d valid pairs: ROC AUC %s, accuracy %.4f at threshold %.4f",
                  figures["pairs"], figures["roc_auc"], figures["accuracy"], figures["threshold"])
     return state
