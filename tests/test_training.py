@@ -312,6 +312,21 @@ def test_a_finished_run_says_it_is_complete(trained_run, demo, caplog):
     assert state == before
 
 
+def test_a_run_stopped_while_calibrating_calibrates_on_the_rerun_and_trains_nothing(trained_run, demo, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    expected = json.loads((run / "verification.json").read_text())
+    (run / "verification.json").unlink()
+    state = json.loads((run / "state.json").read_text())
+    del state["verification_seconds"]
+    (run / "state.json").write_text(json.dumps(state))
+    with caplog.at_level("INFO"):
+        rerun = train(demo / "data", run, tiny_config(), verbose=0)
+    assert "same-class head on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
+    assert rerun["completed"] == state["completed"] and rerun["verification_seconds"] > 0
+    assert json.loads((run / "verification.json").read_text())["threshold"] == pytest.approx(expected["threshold"])
+
+
 def test_an_ensemble_of_runs_at_two_sizes_scores_each_at_its_own(trained_run, demo, tmp_path):
     from siamdog.evaluate import load_classifiers, predict_files
     from siamdog.models.backbones import build_tower

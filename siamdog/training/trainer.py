@@ -348,7 +348,10 @@ def _run_stages(
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
     if all(name in state["completed"] for name in selected):
-        log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
+        if config.mode == "multiloss" and "verification_seconds" not in state:  # stopped while calibrating
+            _calibrate_same_class_head(run, state, valid_dir, workers)
+        else:
+            log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
         return state
     if finished:
         load_training_state(run.checkpoint(finished[-1]), model.training)
@@ -387,10 +390,16 @@ def _run_stages(
         write_json(str(run.state), state)
         log.info("stage %s done in %.0f s", stage.name, seconds)
     if config.mode == "multiloss":
-        started = time.monotonic()
-        figures = calibrate_verification(run.root, valid_dir, workers)
-        state["verification_seconds"] = round(time.monotonic() - started, 1)
-        write_json(str(run.state), state)
-        log.info("same-class head on %d valid pairs: ROC AUC %s, accuracy %.4f at threshold %.4f",
-                 figures["pairs"], figures["roc_auc"], figures["accuracy"], figures["threshold"])
+        _calibrate_same_class_head(run, state, valid_dir, workers)
     return state
+
+
+def _calibrate_same_class_head(run: RunPaths, state: dict, valid_dir: Path, workers: int) -> None:
+    """The threshold of `siamdog verify`, chosen on the valid photos (calibrate_verification);
+    its seconds go into state.json last, which marks the run as finished."""
+    started = time.monotonic()
+    figures = calibrate_verification(run.root, valid_dir, workers)
+    state["verification_seconds"] = round(time.monotonic() - started, 1)
+    write_json(str(run.state), state)
+    log.info("same-class head on %d valid pairs: ROC AUC %s, accuracy %.4f at threshold %.4f",
+             figures["pairs"], figures["roc_auc"], figures["accuracy"], figures["threshold"])
