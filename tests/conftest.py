@@ -13,6 +13,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
+# The files that train for a minute or more each. With `--dist loadfile` a worker takes a whole
+# file at a time, so starting the long ones first keeps the two workers busy to the end instead
+# of leaving one of them alone with a long file after the short ones are done.
+SLOWEST_FILES = ("test_interruptions.py", "test_training.py", "test_feature_cache.py", "test_distribution.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
+
 
 def write_image(path: Path, rgb=(200, 30, 30), size=(12, 16), noise: int = 0, seed: int = 0) -> Path:
     """Write an RGB image of one colour (plus optional noise) with OpenCV; format from the suffix."""
