@@ -1,0 +1,135 @@
+"""What the pooling of the last feature map gives the linear probe: average (what the tower
+outputs today), max, generalized mean (GeM, p 3), average and max side by side, and the average
+beside block13's averaged output (a second, earlier layer).
+
+    python bench/pooling.py
+
+On bench/runner.py's split of dogs120 and the passes of the frozen ImageNet Xception that
+`bench/configs/ablation-base.yaml` caches (the training photos as is, one view to keep the pass
+short; valid and test as is and mirrored), block14 is run once more over the cached block14
+inputs and every pooling is taken from the same feature maps. Each probe (bench.runner.fit_probe) has its C
+chosen on the valid split (flip TTA) among --c, is scored on the test split with flip TTA and
+compared with the average pooling's probe by an exact McNemar test on the same photos. Since
+one pooling chosen among four by the test split is not a result, each is also checked on the
+training photos alone: --folds-fold cross-validation (each photo scored by a probe fitted on the
+other folds, at the C valid chose for that pooling), McNemar against the average on all of them.
+Writes bench/results/pooling-<date>.json and .md.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from bench.common import header, markdown_table, write_results  # noqa: E402
+from bench.probe_inputs import chosen_on_valid, flip_probabilities  # noqa: E402
+from bench.runner import REPO, Bench, data_summary, errors, fit_probe, organized_data  # noqa: E402
+from bench.stats import mcnemar  # noqa: E402
+from siamdog.config import load_config  # noqa: E402
+from siamdog.inference import TTA_VIEWS  # noqa: E402
+
+GEM_POWER = 3.0
+# What pooling_part outputs, side by side in this order, and each one's width (Xception).
+POOL_WIDTHS = {"avg": 2048, "max": 2048, "gem": 2048, "block13_avg": 1024}
+
+
+def pooling_part(tower, backbone: str):
+    """block14's input -> its feature map pooled four ways and block13's output averaged, side
+    by side as POOL_WIDTHS lists them."""
+    import keras
+
+    from siamdog.models.backbones import get_backbone
+
+    base = tower.get_layer("base")
+    # From where the last block starts to the input of the backbone's average pooling.
+    last_block = keras.Model(get_backbone(backbone).tail_input(base, 1), base.layers[-1].input, name="block14")
+    block14_input = keras.Input(last_block.input_shape[1:], name="block14_input")
+    feature_map = last_block(block14_input)
+    gem = keras.ops.power(keras.ops.mean(keras.ops.power(keras.ops.maximum(feature_map, 1e-6), GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER)
+    pools = [keras.ops.mean(feature_map, axis=(1, 2)), keras.ops.max(feature_map, axis=(1, 2)), gem, keras.ops.mean(block14_input, axis=(1, 2))]
+    return keras.Model(block14_input, keras.ops.concatenate(pools, axis=-1), name="poolings")
+
+
+def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, c: float, folds: int) -> np.ndarray:
+    """Each sample's probabilities from a probe fitted on the other folds (`features`: views, samples, features)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    probabilities = np.zeros((len(labels), int(labels.max()) + 1))
+    for fit_rows, scored_rows in StratifiedKFold(folds, shuffle=True, random_state=0).split(labels, labels):
+        probe = fit_probe(features[:, fit_rows], labels[fit_rows], c)
+        probabilities[scored_rows[:, None], probe.classes_] = flip_probabilities(probe, features[:, scored_rows])
+    return probabilities
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--c", type=float, nargs="+", default=[0.0003, 0.001, 0.003], help="scikit-learn's C values valid chooses among")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--work", default=str(REPO / "build" / "bench"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    from siamdog.models.backbones import build_tower
+    from siamdog.training.feature_cache import cached_mapping
+
+    bench = Bench(organized_data(Path(args.work)))
+    config = load_config(REPO / "bench" / "configs" / "ablation-base.yaml")
+    tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
+    part = pooling_part(tower, config.backbone)
+    widths = POOL_WIDTHS
+    offsets = dict(zip(widths, np.cumsum([0, *widths.values()])))
+    poolings = {"avg": ["avg"], "max": ["max"], f"gem (p {GEM_POWER:g})": ["gem"], "avg + max": ["avg", "max"],
+                "avg + block13 avg": ["avg", "block13_avg"]}
+    results = {**header("pooling"), **data_summary(bench.data), "c_grid": args.c, "variants": {}}
+    started = time.monotonic()
+    pooled = {}
+    for split in ("train", "valid", "test"):
+        views = TTA_VIEWS["none"] if split == "train" else TTA_VIEWS["flip"]
+        block14_inputs, labels = bench.inputs(tower, config, split, views, blocks=1)
+        pooled[split] = (np.asarray(cached_mapping(part, block14_inputs, config.batch_size)), np.asarray(labels))
+    results["feature_seconds"] = round(time.monotonic() - started, 1)
+
+    def columns(split: str, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        features, labels = pooled[split]
+        return np.concatenate([features[..., offsets[n] : offsets[n] + widths[n]] for n in names], axis=-1), labels
+
+    right = {}
+    for name, parts in poolings.items():
+        c, probe, valid_err = chosen_on_valid(columns("train", parts), columns("valid", parts), args.c)
+        test_views, test_labels = columns("test", parts)
+        measured = errors(flip_probabilities(probe, test_views), test_labels)
+        right[name] = measured["right"]
+        results["variants"][name] = {"features": sum(widths[n] for n in parts), "c": c, "valid_top1_err_by_c": valid_err,
+                                     "test_top1_err": round(measured["top1_err"], 4), "test_top5_err": round(measured["top5_err"], 4)}
+        print(name, results["variants"][name], flush=True)
+    for name in list(poolings)[1:]:
+        results["variants"][name]["against_avg"] = mcnemar(right[name], right["avg"])
+    cross_validated = {}
+    for name, parts in poolings.items():
+        features, labels = columns("train", parts)
+        probabilities = out_of_fold_probabilities(features, labels, results["variants"][name]["c"], args.folds)
+        cross_validated[name] = errors(probabilities, labels)
+        results["variants"][name]["cross_validated_top1_err"] = round(cross_validated[name]["top1_err"], 4)
+        if name != "avg":
+            results["variants"][name]["cross_validated_against_avg"] = mcnemar(cross_validated[name]["right"], cross_validated["avg"]["right"])
+        print(name, "cross-validated", results["variants"][name]["cross_validated_top1_err"], flush=True)
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    rows = [[name, v["features"], v["c"], f"{v['test_top1_err']:.4f}", f"{v['test_top5_err']:.4f}", v.get("against_avg", {}).get("mcnemar_p", "-"),
+             f"{v['cross_validated_top1_err']:.4f}", v.get("cross_validated_against_avg", {}).get("mcnemar_p", "-")]
+            for name, v in results["variants"].items()]
+    body = (f"Linear probe on the frozen ImageNet Xception at {config.image_size} px, {results['train_images']} training, "
+            f"{results['valid_images']} valid and {results['test_images']} test photos of dogs120 (90x90 px, upscaled), flip TTA; "
+            f"C chosen on valid among {', '.join(map(str, args.c))}. The features took {results['feature_seconds']} s in this run "
+            "(passes kept by an earlier run are read, not recomputed).\n\n"
+            + markdown_table(["pooling", "features", "C", "test top-1 err", "test top-5 err", "McNemar p vs avg",
+                              f"training photos, {args.folds}-fold cross-validated top-1 err", "McNemar p vs avg"], rows))
+    write_results(args.out, f"pooling-{results['date']}", results, "What the pooling gives the linear probe", body)
+
+
+if __name__ == "__main__":
+    main()
