@@ -284,3 +284,38 @@ def test_recorded_figures_are_measured_once_and_kept_in_a_new_folder(tmp_path):
     assert recorded(path, measure) == {"top1_err": 0.25}
     assert recorded(path, measure) == {"top1_err": 0.25}
     assert len(measured) == 1 and path.is_file()
+
+
+def test_the_pooling_bench_takes_every_pooling_from_the_tower_s_own_feature_map():
+    from bench.pooling import POOL_WIDTHS, pooling_part
+    from siamdog.inference import predict_batch
+    from siamdog.models.backbones import build_tower, tower_between
+
+    tower = build_tower("xception", None, 71)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 71, 71, 3)).astype(np.float32)
+    block14_inputs = predict_batch(tower_between(tower, "xception", None, 1), images)
+    pooled = predict_batch(pooling_part(tower, "xception"), block14_inputs)
+    ends = np.cumsum(list(POOL_WIDTHS.values()))
+    avg, largest, gem, block13_avg = np.split(pooled, ends[:-1], axis=1)
+    assert pooled.shape == (2, ends[-1])
+    np.testing.assert_allclose(avg, predict_batch(tower, images), rtol=1e-4, atol=1e-5)  # the tower's own output
+    # A power mean lies between the mean and the largest value (the feature map is a ReLU's,
+    # >= 0, and GeM floors it at 1e-6); a random tower's activations are tiny, so relative bounds.
+    assert np.all(gem >= avg * (1 - 1e-3)) and np.all(gem <= np.maximum(largest, 1e-6) * (1 + 1e-3))
+    assert np.mean(gem > avg * 1.05) > 0.9
+    np.testing.assert_allclose(block13_avg, block14_inputs.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+
+
+def test_out_of_fold_probabilities_score_each_photo_with_a_probe_that_never_saw_it():
+    from bench.pooling import out_of_fold_probabilities
+    from bench.runner import fit_probe
+
+    # Each sample is its own feature and its label is random: a probe that saw a sample knows
+    # it, one that did not can only guess.
+    labels = np.random.default_rng(0).permutation(np.arange(60) % 3)
+    features = np.eye(60)[None]  # (views, samples, features)
+    in_sample = fit_probe(features, labels, c=100.0).predict_proba(features[0]).argmax(1)
+    out_of_fold = out_of_fold_probabilities(features, labels, c=100.0, folds=5)
+    assert np.mean(in_sample == labels) > 0.95
+    assert np.mean(out_of_fold.argmax(1) == labels) < 0.6
+    np.testing.assert_allclose(out_of_fold.sum(axis=1), 1.0)  # every sample scored once
