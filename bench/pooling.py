@@ -7,9 +7,9 @@ beside block13's averaged output (a second, earlier layer).
 On bench/runner.py's split of dogs120 and the passes of the frozen ImageNet Xception that
 `bench/configs/ablation-base.yaml` caches (the training photos as is, one view to keep the pass
 short; valid and test as is and mirrored), block14 is run once more over the cached block14
-inputs and every pooling is taken from the same feature maps. Each probe (bench.runner.fit_probe) has its C
-chosen on the valid split (flip TTA) among --c, is scored on the test split with flip TTA and
-compared with the average pooling's probe by an exact McNemar test on the same photos. Since
+inputs and every pooling is taken from the same feature maps. Each probe (bench.runner.fit_probe)
+has its C chosen on the valid split (flip TTA) among --c, is scored on the test split with flip
+TTA and compared with the average pooling's probe by an exact McNemar test on the same photos. Since
 one pooling chosen among four by the test split is not a result, each is also checked on the
 training photos alone: --folds-fold cross-validation (each photo scored by a probe fitted on the
 other folds, at the C valid chose for that pooling), McNemar against the average on all of them.
@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import header, markdown_table, write_results  # noqa: E402
 from bench.probe_inputs import chosen_on_valid, flip_probabilities  # noqa: E402
-from bench.runner import REPO, Bench, data_summary, errors, fit_probe, organized_data  # noqa: E402
+from bench.runner import REPO, Bench, data_summary, errors, organized_data, probe_pipeline  # noqa: E402
 from bench.stats import mcnemar  # noqa: E402
 from siamdog.config import load_config  # noqa: E402
 from siamdog.inference import TTA_VIEWS  # noqa: E402
@@ -57,14 +57,10 @@ def pooling_part(tower, backbone: str):
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, c: float, folds: int) -> np.ndarray:
-    """Each sample's probabilities from a probe fitted on the other folds (`features`: views, samples, features)."""
-    from sklearn.model_selection import StratifiedKFold
+    """Each sample's probabilities from a probe fitted on the other folds (`features`: samples, features)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    probabilities = np.zeros((len(labels), int(labels.max()) + 1))
-    for fit_rows, scored_rows in StratifiedKFold(folds, shuffle=True, random_state=0).split(labels, labels):
-        probe = fit_probe(features[:, fit_rows], labels[fit_rows], c)
-        probabilities[scored_rows[:, None], probe.classes_] = flip_probabilities(probe, features[:, scored_rows])
-    return probabilities
+    return cross_val_predict(probe_pipeline(c), features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=0), method="predict_proba")
 
 
 def main() -> None:
@@ -81,8 +77,7 @@ def main() -> None:
     config = load_config(REPO / "bench" / "configs" / "ablation-base.yaml")
     tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
     part = pooling_part(tower, config.backbone)
-    widths = POOL_WIDTHS
-    offsets = dict(zip(widths, np.cumsum([0, *widths.values()])))
+    offsets = dict(zip(POOL_WIDTHS, np.cumsum([0, *POOL_WIDTHS.values()])))
     poolings = {"avg": ["avg"], "max": ["max"], f"gem (p {GEM_POWER:g})": ["gem"], "avg + max": ["avg", "max"],
                 "avg + block13 avg": ["avg", "block13_avg"]}
     results = {**header("pooling"), **data_summary(bench.data), "c_grid": args.c, "variants": {}}
@@ -96,28 +91,23 @@ def main() -> None:
 
     def columns(split: str, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         features, labels = pooled[split]
-        return np.concatenate([features[..., offsets[n] : offsets[n] + widths[n]] for n in names], axis=-1), labels
+        return np.concatenate([features[..., offsets[n] : offsets[n] + POOL_WIDTHS[n]] for n in names], axis=-1), labels
 
-    right = {}
+    right, cross_validated_right = {}, {}  # each pooling's right answers on test and cross-validated
     for name, parts in poolings.items():
         c, probe, valid_err = chosen_on_valid(columns("train", parts), columns("valid", parts), args.c)
         test_views, test_labels = columns("test", parts)
         measured = errors(flip_probabilities(probe, test_views), test_labels)
-        right[name] = measured["right"]
-        results["variants"][name] = {"features": sum(widths[n] for n in parts), "c": c, "valid_top1_err_by_c": valid_err,
-                                     "test_top1_err": round(measured["top1_err"], 4), "test_top5_err": round(measured["top5_err"], 4)}
+        train_views, train_labels = columns("train", parts)
+        cross_validated = errors(out_of_fold_probabilities(train_views[0], train_labels, c, args.folds), train_labels)
+        right[name], cross_validated_right[name] = measured["right"], cross_validated["right"]
+        results["variants"][name] = {"features": sum(POOL_WIDTHS[n] for n in parts), "c": c, "valid_top1_err_by_c": valid_err,
+                                     "test_top1_err": round(measured["top1_err"], 4), "test_top5_err": round(measured["top5_err"], 4),
+                                     "cross_validated_top1_err": round(cross_validated["top1_err"], 4)}
         print(name, results["variants"][name], flush=True)
     for name in list(poolings)[1:]:
         results["variants"][name]["against_avg"] = mcnemar(right[name], right["avg"])
-    cross_validated = {}
-    for name, parts in poolings.items():
-        features, labels = columns("train", parts)
-        probabilities = out_of_fold_probabilities(features, labels, results["variants"][name]["c"], args.folds)
-        cross_validated[name] = errors(probabilities, labels)
-        results["variants"][name]["cross_validated_top1_err"] = round(cross_validated[name]["top1_err"], 4)
-        if name != "avg":
-            results["variants"][name]["cross_validated_against_avg"] = mcnemar(cross_validated[name]["right"], cross_validated["avg"]["right"])
-        print(name, "cross-validated", results["variants"][name]["cross_validated_top1_err"], flush=True)
+        results["variants"][name]["cross_validated_against_avg"] = mcnemar(cross_validated_right[name], cross_validated_right["avg"])
     results["total_seconds"] = round(time.monotonic() - started, 1)
     rows = [[name, v["features"], v["c"], f"{v['test_top1_err']:.4f}", f"{v['test_top5_err']:.4f}", v.get("against_avg", {}).get("mcnemar_p", "-"),
              f"{v['cross_validated_top1_err']:.4f}", v.get("cross_validated_against_avg", {}).get("mcnemar_p", "-")]

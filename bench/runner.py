@@ -232,15 +232,20 @@ def pseudo_label_figures(round_folder: Path) -> dict:
     return {"chosen": len(rows), "right": right, "precision": round(right / len(rows), 4)}
 
 
-def fit_probe(train_views: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0):
-    """Logistic regression (inverse regularization strength `c`, on standardized features)
-    fitted on every view of the training samples: `train_views` has shape (views, samples, features)."""
+def probe_pipeline(c: float = 1.0, seed: int = 0):
+    """The linear probe, unfitted: logistic regression (inverse regularization strength `c`)
+    on standardized features."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
-    return probe.fit(train_views.reshape(-1, train_views.shape[-1]), np.tile(labels, len(train_views)))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, random_state=seed))
+
+
+def fit_probe(train_views: np.ndarray, labels: np.ndarray, c: float = 1.0, seed: int = 0):
+    """The probe (`probe_pipeline`) fitted on every view of the training samples:
+    `train_views` has shape (views, samples, features)."""
+    return probe_pipeline(c, seed).fit(train_views.reshape(-1, train_views.shape[-1]), np.tile(labels, len(train_views)))
 
 
 def linear_probe(bench: Bench, config, seed: int, tta: str = "flip", c: float = 1.0, split: str = "test") -> tuple[np.ndarray, np.ndarray, float]:

@@ -315,7 +315,7 @@ def test_out_of_fold_probabilities_score_each_photo_with_a_probe_that_never_saw_
     labels = np.random.default_rng(0).permutation(np.arange(60) % 3)
     features = np.eye(60)[None]  # (views, samples, features)
     in_sample = fit_probe(features, labels, c=100.0).predict_proba(features[0]).argmax(1)
-    out_of_fold = out_of_fold_probabilities(features, labels, c=100.0, folds=5)
+    out_of_fold = out_of_fold_probabilities(features[0], labels, c=100.0, folds=5)
     assert np.mean(in_sample == labels) > 0.95
     assert np.mean(out_of_fold.argmax(1) == labels) < 0.6
     np.testing.assert_allclose(out_of_fold.sum(axis=1), 1.0)  # every sample scored once
