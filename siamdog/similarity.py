@@ -83,11 +83,16 @@ def calibrate_verification(run: str | os.PathLike, valid_dir: str | os.PathLike,
     it with the ROC AUC and accuracies to `verification.json` in the run folder."""
     _, classes = resolve_model(run)
     embedder = load_embedder(run)
-    same_class = load_same_class(run)
     filenames, labels = index_class_folders(valid_dir, classes)
     features, readable = predict_files(embedder, [os.path.join(valid_dir, f) for f in filenames], workers=workers, progress=progress)
-    pairs, same = verification_pairs(labels[readable])
-    features = features[readable]
+    return calibrate_on_features(run, features[readable], labels[readable], valid_dir)
+
+
+def calibrate_on_features(run: str | os.PathLike, features: np.ndarray, labels: np.ndarray, valid_dir: str | os.PathLike) -> dict:
+    """calibrate_verification on the features of the valid photos (one row per photo, its class
+    index in `labels`) where the caller already has them: the trainer, from its cached pass."""
+    same_class = load_same_class(run)
+    pairs, same = verification_pairs(labels)
     probabilities = np.asarray(same_class.predict([features[pairs[:, 0]], features[pairs[:, 1]]], batch_size=4096, verbose=0))[:, 0]
     threshold, accuracy = best_threshold(probabilities, same)
     result = {

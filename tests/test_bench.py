@@ -319,3 +319,19 @@ def test_out_of_fold_probabilities_score_each_photo_with_a_probe_that_never_saw_
     assert np.mean(in_sample == labels) > 0.95
     assert np.mean(out_of_fold.argmax(1) == labels) < 0.6
     np.testing.assert_allclose(out_of_fold.sum(axis=1), 1.0)  # every sample scored once
+
+
+def test_the_calibration_bench_s_run_folder_makes_train_calibrate_and_nothing_else(demo, tmp_path, caplog):
+    from bench.calibration import finished_but_calibration
+    from siamdog.data.batches import list_classes
+    from siamdog.training.trainer import new_model, train
+    from tests.conftest import tiny_config
+
+    config = tiny_config(feature_cache_views=1)
+    classes = list_classes(demo / "data" / "train")
+    run = tmp_path / "run"
+    finished_but_calibration(run, config, new_model(config, len(classes)), classes)
+    with caplog.at_level("INFO"):
+        state = train(demo / "data", run, config, verbose=0)
+    assert "same-class head on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
+    assert state["verification_seconds"] > 0 and (run / "verification.json").is_file()

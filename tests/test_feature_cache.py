@@ -1,5 +1,7 @@
 """Cached tower features for frozen-tower stages: the batch source, the cache, the heads model."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from siamdog.data.batches import DirectoryBatches, PairedBatches
 from siamdog.data.features import FeatureBatches
 from siamdog.models.backbones import build_tower, split_tower, tower_between
 from siamdog.models.siamese import HeadFusion, accuracy_share, build_model, heads_of
+from siamdog.similarity import calibrate_verification
 from siamdog.inference import zoomed
 from siamdog.training.feature_cache import cached_outputs, stage_inputs, training_views, view_batch, weights_digest
 from siamdog.errors import SiamdogError
@@ -172,12 +175,13 @@ def test_one_front_pass_serves_every_stage(tower, tmp_path):
 def test_models_on_cached_inputs_share_the_models_layers(tower, mode, blocks):
     model = build_model(mode, tower, 3)
     front, tail = split_tower(tower, "xception", blocks)
-    on_cache, cached_classifier, _ = heads_of(model, tail)
-    assert on_cache.output_names == model.training.output_names
+    on_cache = heads_of(model, tail)
+    assert on_cache.training.output_names == model.training.output_names
     image = np.full((1, 71, 71, 3), 100.0, "float32")
     cached = front.predict_on_batch(image)
     for _ in range(2):  # before and after a change to a shared weight
-        np.testing.assert_allclose(cached_classifier.predict_on_batch(cached), model.image_classifier.predict_on_batch(image), rtol=1e-4)
+        np.testing.assert_allclose(on_cache.classifier.predict_on_batch(cached), model.image_classifier.predict_on_batch(image), rtol=1e-4)
+        np.testing.assert_allclose(on_cache.embedder.predict_on_batch(cached), model.embedder.predict_on_batch(image), rtol=1e-4, atol=1e-6)
         dense = model.parts.classifier.layers[-1]
         dense.kernel.assign(dense.kernel + 1.0)
 
@@ -272,3 +276,16 @@ def test_a_fused_auxiliary_head_trains_on_the_cache_and_is_saved_with_its_valid_
     model = keras.saving.load_model(run / "best.keras")
     fusion = next(layer for layer in model.layers if isinstance(layer, HeadFusion))
     assert float(fusion.share) == pytest.approx(float(best_row["fusion_share"]), abs=1e-6), "best.keras keeps the share of its epoch"
+    # A cached run calibrates its same-class head on the cached valid pass, also when a rerun
+    # finds it stopped while calibrating (a fresh model, given the saved best weights): the
+    # figures of the valid photos read through the whole saved embedder, to float16 caching.
+    (run / "verification.json").unlink()
+    del state["verification_seconds"]
+    (run / "state.json").write_text(json.dumps(state))
+    rerun = train(demo / "data", run, tiny_config(feature_cache_views=1, embedding_size=16, auxiliary_head=True), verbose=0)
+    on_cache = json.loads((run / "verification.json").read_text())
+    from_photos = calibrate_verification(run, demo / "data" / "valid")
+    assert rerun["verification_seconds"] > 0 and on_cache["pairs"] == from_photos["pairs"] > 0
+    assert on_cache["same_class_pairs"] == from_photos["same_class_pairs"]
+    for key in ("roc_auc", "accuracy", "accuracy_at_0.5"):
+        assert on_cache[key] == pytest.approx(from_photos[key], abs=0.02), key

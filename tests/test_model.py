@@ -204,7 +204,7 @@ def test_mined_pair_loss_uses_every_positive_and_the_hardest_negative():
 def test_an_embedding_lets_the_same_class_loss_shape_what_the_classifier_reads(tower, tmp_path):
     unfreeze_last_blocks(tower, "xception", 0)
     built = build_model("multiloss", tower, num_classes=3, embedding_size=8)
-    model, cached_classifier, _ = heads_of(built)
+    model, cached_classifier = heads_of(built)[:2]
     assert cached_classifier.output_shape == (None, 3) and built.parts.embedding.compute_output_shape((None, 2048)) == (None, 8)
     features = np.random.default_rng(0).normal(size=(6, 2048)).astype("float32")
     partner = np.array([1, 0, 3, 2, 5, 4], dtype="int32")

@@ -297,12 +297,14 @@ def _embedded(embedding: keras.layers.Layer | None, pooled):
 
 
 class OnCache(NamedTuple):
-    """The models of `heads_of`: what trains on cached inputs, the single-input classifier, and
-    both heads' probabilities (auxiliary_head only)."""
+    """The models of `heads_of`: what trains on cached inputs, the single-input classifier,
+    both heads' probabilities (auxiliary_head only), and the features the heads read (the
+    embedder's)."""
 
     training: keras.Model
     classifier: keras.Model
     head_probabilities: keras.Model | None
+    embedder: keras.Model
 
 
 def heads_of(model: SiamdogModel, tail: keras.Model | None = None) -> OnCache:
@@ -321,4 +323,5 @@ def heads_of(model: SiamdogModel, tail: keras.Model | None = None) -> OnCache:
         parts.training(inputs, pooled, f"{parts.mode}_on_cache"),
         keras.Model(inputs, parts.classified(pooled), name="cached_classifier"),
         keras.Model(inputs, parts.both_heads(pooled), name="cached_heads") if parts.fusion is not None else None,
+        keras.Model(inputs, _embedded(parts.embedding, pooled), name="cached_embedder"),
     )

@@ -24,6 +24,7 @@ from siamdog.data.quadrants import QuadrantBatches
 from siamdog.data.sampling import check_class_balanced
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
+from siamdog.inference import predict_batches
 from siamdog.models.backbones import (
     block_learning_rates,
     build_tower,
@@ -34,7 +35,7 @@ from siamdog.models.backbones import (
     unfreeze_last_blocks,
 )
 from siamdog.models.siamese import BATCH_OUTPUTS, OUTPUTS, SiamdogModel, build_model, heads_of
-from siamdog.similarity import calibrate_verification
+from siamdog.similarity import calibrate_on_features, calibrate_verification
 from siamdog.training.callbacks import (
     ClassifierValidation,
     EpochOrder,
@@ -349,7 +350,7 @@ def _run_stages(
     size = (config.image_size, config.image_size)
     if all(name in state["completed"] for name in selected):
         if config.mode == "multiloss" and "verification_seconds" not in state:  # stopped while calibrating
-            _calibrate_same_class_head(run, state, valid_dir, workers)
+            _calibrate_same_class_head(run, state, config, model, valid_dir, classes, workers)
         else:
             log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
         return state
@@ -390,16 +391,35 @@ def _run_stages(
         write_json(str(run.state), state)
         log.info("stage %s done in %.0f s", stage.name, seconds)
     if config.mode == "multiloss":
-        _calibrate_same_class_head(run, state, valid_dir, workers)
+        _calibrate_same_class_head(run, state, config, model, valid_dir, classes, workers)
     return state
 
 
-def _calibrate_same_class_head(run: RunPaths, state: dict, valid_dir: Path, workers: int) -> None:
-    """The threshold of `siamdog verify`, chosen on the valid photos (calibrate_verification);
-    its seconds go into state.json last, which marks the run as finished."""
+def _calibrate_same_class_head(
+    run: RunPaths, state: dict, config: TrainConfig, model: SiamdogModel, valid_dir: Path, classes: list[str], workers: int
+) -> None:
+    """The threshold of `siamdog verify`, chosen on the valid photos (calibrate_verification),
+    on the features of the cached valid pass where the run has one rather than on the photos
+    read through the whole tower again; its seconds go into state.json last, which marks the
+    run as finished."""
     started = time.monotonic()
-    figures = calibrate_verification(run.root, valid_dir, workers)
+    if config.feature_cache_views:
+        features, labels = _cached_valid_features(run, config, model, valid_dir, classes)
+        figures = calibrate_on_features(run.root, features, labels, valid_dir)
+    else:
+        figures = calibrate_verification(run.root, valid_dir, workers)
     state["verification_seconds"] = round(time.monotonic() - started, 1)
     write_json(str(run.state), state)
     log.info("same-class head on %d valid pairs: ROC AUC %s, accuracy %.4f at threshold %.4f",
              figures["pairs"], figures["roc_auc"], figures["accuracy"], figures["threshold"])
+
+
+def _cached_valid_features(run: RunPaths, config: TrainConfig, model: SiamdogModel, valid_dir: Path, classes: list[str]):
+    """(features, class indices) of the valid photos by the saved best embedder: the cached
+    pass of the front, which no stage trains, through the rest of the tower and the embedding."""
+    model.embedder.load_weights(run.best_embedder)  # the best epoch's weights, not the last one's
+    blocks = max(s.trainable_blocks for s in config.stages)
+    valid = DirectoryBatches(valid_dir, (config.image_size, config.image_size), config.batch_size, shuffle=False, classes=classes)
+    cache = stage_inputs(model.tower, config.backbone, blocks, blocks, valid, 1, Augmentation(), config.seed)
+    _, tail = split_tower(model.tower, config.backbone, blocks)
+    return predict_batches(heads_of(model, tail).embedder, FeatureBatches(cache, valid.classes, len(classes), config.batch_size, shuffle=False))
