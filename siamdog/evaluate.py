@@ -16,10 +16,13 @@ from tqdm import tqdm
 from siamdog.data.batches import index_class_folders, list_classes
 from siamdog.data.labels import match_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
+from siamdog.config import load_config
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
 from siamdog.inference import predict_images
+from siamdog.models.backbones import build_tower
 from siamdog.models.ensemble import average_classifiers
+from siamdog.models.siamese import SiamdogModel, build_model
 from siamdog.plots import plot_confusion_matrix
 from siamdog.report import ReportInputs, ScoredImages, write_report
 from siamdog.training.run_folder import RunPaths
@@ -49,6 +52,21 @@ def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str], Pa
         raise SiamdogError(f"{model_file}: not a siamdog model ({e})") from e
     if model.output_shape[-1] != len(classes):
         raise SiamdogError(f"{model_file} has {model.output_shape[-1]} outputs but classes.txt names {len(classes)} classes")
+    return model, classes, model_file
+
+
+def load_run_model(run: str | os.PathLike) -> tuple[SiamdogModel, list[str], Path]:
+    """A run's model rebuilt from its config.yaml and given the weights of its best.keras, its
+    class names and that file: every part as an object, for what needs more than one of them."""
+    model_file, classes = resolve_model(run)
+    config = load_config(RunPaths(model_file.parent).config)
+    tower = build_tower(config.backbone, None, config.image_size, config.precision)
+    model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size, auxiliary_head=config.auxiliary_head)
+    try:
+        model.image_classifier.load_weights(model_file)
+    except (ValueError, OSError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise SiamdogError(f"{model_file}: does not fit the model of its config.yaml ({reason})") from None
     return model, classes, model_file
 
 

@@ -24,7 +24,7 @@ from siamdog.data.batches import index_class_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
 from siamdog.data.pairing import best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
-from siamdog.evaluate import list_images, load_classifier, predict_files, resolve_model
+from siamdog.evaluate import list_images, load_classifier, load_run_model, predict_files, resolve_model
 from siamdog.files import read_json, write_bytes, write_json
 from siamdog.inference import predict_batch
 from siamdog.training.run_folder import RunPaths
@@ -146,18 +146,20 @@ def embed(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SiamdogError(f"--out {out_dir} is a file; give a folder for the index")
-    classifier, classes, model_file = load_classifier(run)
-    embedder = load_embedder(run)
+    model, classes, model_file = load_run_model(run)
     paths = [str(p) for p in list_images(folder, recursive)]
     if not paths:
         raise SiamdogError(f"{folder}: no images")
-    features, readable = predict_files(embedder, paths, batch_size, workers, max_pixels, progress)
-    probabilities, _ = predict_files(classifier, [p for p, ok in zip(paths, readable) if ok], batch_size, workers, max_pixels, progress)
+    # One pass of the tower for both: the features and the class probabilities side by side in
+    # the one output that predict_files reads.
+    width = model.embedder.output_shape[-1]
+    both = keras.Model(model.embedder.input, keras.layers.Concatenate()([model.embedder.output, model.image_classifier.output]))
+    outputs, readable = predict_files(both, paths, batch_size, workers, max_pixels, progress)
     skipped = [p for p, ok in zip(paths, readable) if not ok]
     kept = [p for p, ok in zip(paths, readable) if ok]
     if not kept:
         raise SiamdogError(f"{folder}: no readable image")
-    features = features[readable]
+    features, probabilities = outputs[readable, :width], outputs[readable, width:]
     features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "embeddings.npy", "wb") as f:

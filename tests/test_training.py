@@ -217,6 +217,18 @@ def test_embed_and_search_find_a_photo_itself_first(trained_run, demo, tmp_path,
     with open(tmp_path / "index" / "images.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 32 and {r["predicted"] for r in rows} <= set((trained_run / "classes.txt").read_text().split())
+    # One pass of the tower gives what the saved embedder and classifier give apart.
+    from siamdog.evaluate import load_classifier, predict_files
+    from siamdog.similarity import load_embedder
+
+    paths = [r["image"] for r in rows]
+    features = predict_files(load_embedder(trained_run), paths, progress=False)[0]
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.load(tmp_path / "index" / "embeddings.npy"), features, atol=1e-5)
+    probabilities = predict_files(load_classifier(trained_run)[0], paths, progress=False)[0]
+    classes = (trained_run / "classes.txt").read_text().split()
+    assert [r["predicted"] for r in rows] == [classes[k] for k in probabilities.argmax(1)]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probabilities.max(1), abs=1e-4)
     query = sorted((demo / "test" / "yellowring").iterdir())[3]
     assert main(["search", str(tmp_path / "index"), str(query), "--k", "4"]) == 0
     found = capsys.readouterr().out.splitlines()
