@@ -139,16 +139,14 @@ class Bench:
         """(class probabilities, labels) of a run's best.keras on `split`, from the cached passes."""
         from siamdog.config import load_config
         from siamdog.data.features import FeatureBatches
+        from siamdog.evaluate import load_run_model
         from siamdog.inference import predict_batches
-        from siamdog.models.backbones import build_tower, split_tower
-        from siamdog.models.siamese import build_model, heads_of
+        from siamdog.models.backbones import split_tower
+        from siamdog.models.siamese import heads_of
 
         config = load_config(run / "config.yaml")
-        tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
-        model = build_model(
-            config.mode, tower, len(self.classes), config.dropout, config.embedding_size, auxiliary_head=config.auxiliary_head
-        )
-        model.image_classifier.load_weights(run / "best.keras")
+        model, _, _ = load_run_model(run)
+        tower = model.tower
         # The tower is ImageNet's up to the blocks that the stage which made best.keras trained:
         # from there on, the model runs on the cached inputs (pooled features for a frozen stage).
         best_stage = json.loads((run / "best.json").read_text())["stage"]

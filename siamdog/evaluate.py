@@ -13,10 +13,10 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 from tqdm import tqdm
 
+from siamdog.config import load_config
 from siamdog.data.batches import index_class_folders, list_classes
 from siamdog.data.labels import match_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, load_image
-from siamdog.config import load_config
 from siamdog.errors import SiamdogError
 from siamdog.files import read_json, write_json
 from siamdog.inference import predict_images
