@@ -1,7 +1,9 @@
 """What only a Siamese model offers: "do these two photos show one class?" and "which photos of a
 collection look most like this one?", from the parts every run saves beside `best.keras`
 (`best-embedding.keras`: image -> features; `best-same-class.keras`: two images' features ->
-probability of one class).
+probability of one class). `verify` and `embed` rebuild the run's model from its config.yaml
+with the weights of best.keras instead, to read a photo's features and class probabilities in
+one pass of the tower.
 
 An index (`siamdog embed`) is a folder: `embeddings.npy` (one L2-normalized feature row per
 image), `images.csv` (path, predicted class, its probability) and `index.json` (the run and the
@@ -24,9 +26,10 @@ from siamdog.data.batches import index_class_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
 from siamdog.data.pairing import best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
-from siamdog.evaluate import list_images, load_classifier, load_run_model, predict_files, resolve_model
+from siamdog.evaluate import list_images, load_run_model, predict_files, resolve_model
 from siamdog.files import read_json, write_bytes, write_json
 from siamdog.inference import predict_batch
+from siamdog.models.siamese import SiamdogModel
 from siamdog.training.run_folder import RunPaths
 
 DEFAULT_THRESHOLD = 0.5
@@ -51,6 +54,14 @@ def load_embedder(run: str | os.PathLike) -> keras.Model:
 def load_same_class(run: str | os.PathLike) -> keras.Model:
     """The run's same-class head (two photos' features -> probability), saved with best.keras."""
     return _load_saved(_run_paths(run).best_same_class, "only multi-loss runs have a same-class head")
+
+
+def features_and_probabilities(model: SiamdogModel) -> tuple[keras.Model, int]:
+    """One model for what the embedder and the classifier give apart, from one pass of the
+    tower: the features, then the class probabilities, side by side in one output (the form
+    predict_files reads); and the features' width, where the probabilities begin."""
+    both = keras.layers.Concatenate()([model.embedder.output, model.image_classifier.output])
+    return keras.Model(model.embedder.input, both, name="features_and_probabilities"), model.embedder.output_shape[-1]
 
 
 def _load_one(path: str | os.PathLike, size, max_pixels: int) -> np.ndarray:
@@ -120,14 +131,14 @@ def verify(run: str | os.PathLike, first: str, second: str, threshold: float | N
         threshold = (saved_verification(run) or {}).get("threshold", DEFAULT_THRESHOLD)
     if not 0.0 <= threshold <= 1.0:
         raise SiamdogError(f"--threshold must be between 0 and 1, got {threshold}")
-    classifier, classes, _ = load_classifier(run)
-    embedder = load_embedder(run)
-    same_class = load_same_class(run)
-    size = tuple(classifier.input_shape[1:3])
+    same_class = load_same_class(run)  # first: a softmax-only run has none
+    model, classes, _ = load_run_model(run)
+    size = tuple(model.image_classifier.input_shape[1:3])
     images = np.concatenate([_load_one(path, size, max_pixels) for path in (first, second)])
-    features = predict_batch(embedder, images)
+    both, width = features_and_probabilities(model)
+    outputs = predict_batch(both, images)
+    features, probabilities = outputs[:, :width], outputs[:, width:]
     probability = float(predict_batch(same_class, [features[:1], features[1:]])[0, 0])
-    probabilities = predict_batch(classifier, images)
     top = [(classes[int(p.argmax())], float(p.max())) for p in probabilities]
     return Verification(probability, threshold, top)
 
@@ -150,10 +161,7 @@ def embed(
     paths = [str(p) for p in list_images(folder, recursive)]
     if not paths:
         raise SiamdogError(f"{folder}: no images")
-    # One pass of the tower for both: the features and the class probabilities side by side in
-    # the one output that predict_files reads.
-    width = model.embedder.output_shape[-1]
-    both = keras.Model(model.embedder.input, keras.layers.Concatenate()([model.embedder.output, model.image_classifier.output]))
+    both, width = features_and_probabilities(model)
     outputs, readable = predict_files(both, paths, batch_size, workers, max_pixels, progress)
     skipped = [p for p, ok in zip(paths, readable) if not ok]
     kept = [p for p, ok in zip(paths, readable) if ok]
