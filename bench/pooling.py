@@ -1,6 +1,11 @@
 """What the pooling of the last feature map gives the linear probe: average (what the tower
-outputs today), max, generalized mean (GeM, p 3), average and max side by side, and the average
-beside block13's averaged output (a second, earlier layer).
+outputs today), max, generalized mean (GeM, p 3), average and max side by side, the average
+beside block13's averaged output (a second, earlier layer), the average beside the average of
+the map's centre (where the dogs tend to be, as crop TTA assumes), and second-order (bilinear)
+pooling, the classic of fine-grained recognition (Lin et al., "Bilinear CNN Models for
+Fine-grained Visual Recognition", 2015): the map's channels reduced by PCA (fitted on the
+training photos' maps) to --bilinear-channels, the mean outer product of each position's
+vector with itself, its upper triangle, signed square root and L2 normalization.
 
     python bench/pooling.py
 
@@ -35,25 +40,67 @@ from siamdog.config import load_config  # noqa: E402
 from siamdog.inference import TTA_VIEWS  # noqa: E402
 
 GEM_POWER = 3.0
+CENTRES = (4, 6)  # sides of the centre squares averaged (of Xception's 10x10 map at 299 px)
 # What pooling_part outputs, side by side in this order, and each one's width (Xception).
-POOL_WIDTHS = {"avg": 2048, "max": 2048, "gem": 2048, "block13_avg": 1024}
+POOL_WIDTHS = {"avg": 2048, "max": 2048, "gem": 2048, "block13_avg": 1024, **{f"centre{k}_avg": 2048 for k in CENTRES}}
+BILINEAR_SAMPLE = 1000  # training photos whose map positions the PCA of the bilinear pooling is fitted on
 
 
-def pooling_part(tower, backbone: str):
-    """block14's input -> its feature map pooled four ways and block13's output averaged, side
-    by side as POOL_WIDTHS lists them."""
+def last_block(tower, backbone: str):
+    """block14's input -> its feature map: from where the last block starts to the input of
+    the backbone's average pooling."""
     import keras
 
     from siamdog.models.backbones import get_backbone
 
     base = tower.get_layer("base")
-    # From where the last block starts to the input of the backbone's average pooling.
-    last_block = keras.Model(get_backbone(backbone).tail_input(base, 1), base.layers[-1].input, name="block14")
-    block14_input = keras.Input(last_block.input_shape[1:], name="block14_input")
-    feature_map = last_block(block14_input)
+    return keras.Model(get_backbone(backbone).tail_input(base, 1), base.layers[-1].input, name="block14")
+
+
+def pooling_part(tower, backbone: str):
+    """block14's input -> its feature map pooled four ways, block13's output averaged and the
+    map's centre squares averaged, side by side as POOL_WIDTHS lists them."""
+    import keras
+
+    block = last_block(tower, backbone)
+    block14_input = keras.Input(block.input_shape[1:], name="block14_input")
+    feature_map = block(block14_input)
     gem = keras.ops.power(keras.ops.mean(keras.ops.power(keras.ops.maximum(feature_map, 1e-6), GEM_POWER), axis=(1, 2)), 1.0 / GEM_POWER)
     pools = [keras.ops.mean(feature_map, axis=(1, 2)), keras.ops.max(feature_map, axis=(1, 2)), gem, keras.ops.mean(block14_input, axis=(1, 2))]
+    side = block.output_shape[1]
+    for k in CENTRES:
+        start = (side - k) // 2
+        pools.append(keras.ops.mean(feature_map[:, start : start + k, start : start + k], axis=(1, 2)))
     return keras.Model(block14_input, keras.ops.concatenate(pools, axis=-1), name="poolings")
+
+
+class BilinearPooling:
+    """Second-order pooling of feature maps (samples, height, width, channels): each map's
+    channels projected by `pca` (fitted on training maps' positions), the mean outer product
+    of the projected positions, its upper triangle, signed square root, L2-normalized."""
+
+    def __init__(self, pca):
+        self.pca = pca
+        self.upper = np.triu_indices(pca.n_components_)
+
+    @classmethod
+    def fitted(cls, maps: np.ndarray, channels: int, seed: int = 0) -> "BilinearPooling":
+        from sklearn.decomposition import PCA
+
+        chosen = np.sort(np.random.default_rng(seed).choice(len(maps), min(BILINEAR_SAMPLE, len(maps)), replace=False))
+        positions = np.asarray(maps[chosen], dtype=np.float32).reshape(-1, maps.shape[-1])
+        return cls(PCA(channels, random_state=seed).fit(positions))
+
+    def __call__(self, maps: np.ndarray, chunk: int = 256) -> np.ndarray:
+        out = np.empty((len(maps), len(self.upper[0])), np.float32)
+        for start in range(0, len(maps), chunk):
+            part = np.asarray(maps[start : start + chunk], dtype=np.float32)
+            n, height, width, channels = part.shape
+            projected = self.pca.transform(part.reshape(-1, channels)).reshape(n, height * width, -1)
+            second = np.einsum("npi,npj->nij", projected, projected)[:, self.upper[0], self.upper[1]] / (height * width)
+            rooted = np.sign(second) * np.sqrt(np.abs(second))
+            out[start : start + n] = rooted / np.maximum(np.linalg.norm(rooted, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, c: float, folds: int) -> np.ndarray:
@@ -66,6 +113,9 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, c: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--c", type=float, nargs="+", default=[0.0003, 0.001, 0.003], help="scikit-learn's C values valid chooses among")
+    parser.add_argument("--bilinear-channels", type=int, default=128, help="channels the bilinear pooling reduces the map to")
+    parser.add_argument("--bilinear-c", type=float, nargs="+", default=[0.01, 0.1, 1.0],
+                        help="the C values valid chooses among for the bilinear pooling (unit-norm features of another scale)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -78,30 +128,36 @@ def main() -> None:
     tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
     part = pooling_part(tower, config.backbone)
     offsets = dict(zip(POOL_WIDTHS, np.cumsum([0, *POOL_WIDTHS.values()])))
+    bilinear = f"bilinear (PCA {args.bilinear_channels})"
     poolings = {"avg": ["avg"], "max": ["max"], f"gem (p {GEM_POWER:g})": ["gem"], "avg + max": ["avg", "max"],
-                "avg + block13 avg": ["avg", "block13_avg"]}
-    results = {**header("pooling"), **data_summary(bench.data), "c_grid": args.c, "variants": {}}
+                "avg + block13 avg": ["avg", "block13_avg"], **{f"avg + centre {k}x{k} avg": ["avg", f"centre{k}_avg"] for k in CENTRES},
+                bilinear: ["bilinear"]}
+    results = {**header("pooling"), **data_summary(bench.data), "c_grid": args.c, "bilinear_c_grid": args.bilinear_c, "variants": {}}
     started = time.monotonic()
-    pooled = {}
+    features, labels, maps = {}, {}, {}  # by split; features by pooling name
     for split in ("train", "valid", "test"):
         views = TTA_VIEWS["none"] if split == "train" else TTA_VIEWS["flip"]
-        block14_inputs, labels = bench.inputs(tower, config, split, views, blocks=1)
-        pooled[split] = (np.asarray(cached_mapping(part, block14_inputs, config.batch_size)), np.asarray(labels))
+        block14_inputs, labels[split] = bench.inputs(tower, config, split, views, blocks=1)
+        pooled = np.asarray(cached_mapping(part, block14_inputs, config.batch_size))
+        features[split] = {n: pooled[..., offsets[n] : offsets[n] + POOL_WIDTHS[n]] for n in POOL_WIDTHS}
+        maps[split] = cached_mapping(last_block(tower, config.backbone), block14_inputs, config.batch_size)
+    second_order = BilinearPooling.fitted(maps["train"][0], args.bilinear_channels)
+    for split, split_maps in maps.items():
+        features[split]["bilinear"] = np.stack([second_order(view) for view in split_maps])
     results["feature_seconds"] = round(time.monotonic() - started, 1)
 
     def columns(split: str, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        features, labels = pooled[split]
-        return np.concatenate([features[..., offsets[n] : offsets[n] + POOL_WIDTHS[n]] for n in names], axis=-1), labels
+        return np.concatenate([features[split][n] for n in names], axis=-1), np.asarray(labels[split])
 
     right, cross_validated_right = {}, {}  # each pooling's right answers on test and cross-validated
     for name, parts in poolings.items():
-        c, probe, valid_err = chosen_on_valid(columns("train", parts), columns("valid", parts), args.c)
+        c, probe, valid_err = chosen_on_valid(columns("train", parts), columns("valid", parts), args.bilinear_c if name == bilinear else args.c)
         test_views, test_labels = columns("test", parts)
         measured = errors(flip_probabilities(probe, test_views), test_labels)
         train_views, train_labels = columns("train", parts)
         cross_validated = errors(out_of_fold_probabilities(train_views[0], train_labels, c, args.folds), train_labels)
         right[name], cross_validated_right[name] = measured["right"], cross_validated["right"]
-        results["variants"][name] = {"features": sum(POOL_WIDTHS[n] for n in parts), "c": c, "valid_top1_err_by_c": valid_err,
+        results["variants"][name] = {"features": train_views.shape[-1], "c": c, "valid_top1_err_by_c": valid_err,
                                      "test_top1_err": round(measured["top1_err"], 4), "test_top5_err": round(measured["top5_err"], 4),
                                      "cross_validated_top1_err": round(cross_validated["top1_err"], 4)}
         print(name, results["variants"][name], flush=True)
@@ -114,7 +170,7 @@ def main() -> None:
             for name, v in results["variants"].items()]
     body = (f"Linear probe on the frozen ImageNet Xception at {config.image_size} px, {results['train_images']} training, "
             f"{results['valid_images']} valid and {results['test_images']} test photos of dogs120 (90x90 px, upscaled), flip TTA; "
-            f"C chosen on valid among {', '.join(map(str, args.c))}. The features took {results['feature_seconds']} s in this run "
+            f"C chosen on valid among {', '.join(map(str, args.c))} ({', '.join(map(str, args.bilinear_c))} for the bilinear pooling). The features took {results['feature_seconds']} s in this run "
             "(passes kept by an earlier run are read, not recomputed).\n\n"
             + markdown_table(["pooling", "features", "C", "test top-1 err", "test top-5 err", "McNemar p vs avg",
                               f"training photos, {args.folds}-fold cross-validated top-1 err", "McNemar p vs avg"], rows))

@@ -287,7 +287,7 @@ def test_recorded_figures_are_measured_once_and_kept_in_a_new_folder(tmp_path):
 
 
 def test_the_pooling_bench_takes_every_pooling_from_the_tower_s_own_feature_map():
-    from bench.pooling import POOL_WIDTHS, pooling_part
+    from bench.pooling import CENTRES, POOL_WIDTHS, last_block, pooling_part
     from siamdog.inference import predict_batch
     from siamdog.models.backbones import build_tower, tower_between
 
@@ -296,7 +296,7 @@ def test_the_pooling_bench_takes_every_pooling_from_the_tower_s_own_feature_map(
     block14_inputs = predict_batch(tower_between(tower, "xception", None, 1), images)
     pooled = predict_batch(pooling_part(tower, "xception"), block14_inputs)
     ends = np.cumsum(list(POOL_WIDTHS.values()))
-    avg, largest, gem, block13_avg = np.split(pooled, ends[:-1], axis=1)
+    avg, largest, gem, block13_avg, *centres = np.split(pooled, ends[:-1], axis=1)
     assert pooled.shape == (2, ends[-1])
     np.testing.assert_allclose(avg, predict_batch(tower, images), rtol=1e-4, atol=1e-5)  # the tower's own output
     # A power mean lies between the mean and the largest value (the feature map is a ReLU's,
@@ -304,6 +304,30 @@ def test_the_pooling_bench_takes_every_pooling_from_the_tower_s_own_feature_map(
     assert np.all(gem >= avg * (1 - 1e-3)) and np.all(gem <= np.maximum(largest, 1e-6) * (1 + 1e-3))
     assert np.mean(gem > avg * 1.05) > 0.9
     np.testing.assert_allclose(block13_avg, block14_inputs.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+    feature_map = predict_batch(last_block(tower, "xception"), block14_inputs)
+    side = feature_map.shape[1]
+    for k, centre in zip(CENTRES, centres, strict=True):
+        start = (side - k) // 2
+        np.testing.assert_allclose(centre, feature_map[:, start : start + k, start : start + k].mean(axis=(1, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_bilinear_pooling_is_the_normalized_root_of_the_mean_outer_product_of_the_projected_map():
+    from sklearn.decomposition import PCA
+
+    from bench.pooling import BilinearPooling
+
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0, 1, (5, 3, 3, 6)).astype(np.float32)
+    pooling = BilinearPooling(PCA(3, random_state=0).fit(maps.reshape(-1, 6)))
+    features = pooling(maps, chunk=2)
+    assert features.shape == (5, 6)  # the upper triangle of 3 x 3
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    projected = pooling.pca.transform(maps[1].reshape(9, 6))
+    second = projected.T @ projected / 9
+    expected = np.sign(second) * np.sqrt(np.abs(second))
+    expected = expected[np.triu_indices(3)] / np.linalg.norm(expected[np.triu_indices(3)])
+    np.testing.assert_allclose(features[1], expected, rtol=1e-4, atol=1e-6)
+    assert BilinearPooling.fitted(maps, 4).pca.n_components_ == 4
 
 
 def test_out_of_fold_probabilities_score_each_photo_with_a_probe_that_never_saw_it():

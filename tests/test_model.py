@@ -74,7 +74,7 @@ def test_fine_tuning_keeps_batchnorm_in_inference_mode():
     # make those outputs differ from inference, and a step would move the moving statistics.
     tower = build_tower("xception", "none", SIZE)
     x = np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
-    calibrate_batchnorm(tower, x)
+    calibrate_batchnorm(tower, [x])
     unfreeze_last_blocks(tower, "xception", 2)
     model = build_model("softmax", tower, num_classes=3, dropout=0.0).training
     np.testing.assert_allclose(model(x, training=True), model(x, training=False), rtol=1e-5, atol=1e-6)
@@ -107,9 +107,23 @@ def test_calibration_gives_a_random_tower_usable_features():
     tower = build_tower("xception", "none", SIZE)
     x = np.random.default_rng(0).uniform(0, 255, (8, SIZE, SIZE, 3)).astype("float32")
     before = np.asarray(tower(x, training=False))
-    calibrate_batchnorm(tower, x)
+    calibrate_batchnorm(tower, [x])
     after = np.asarray(tower(x, training=False))
     assert before.std() < 1e-3 < 1e-2 < after.std()
+
+
+def test_calibration_on_several_batches_keeps_the_mean_of_their_statistics():
+    tower = build_tower("xception", "none", SIZE)
+    base = tower.get_layer("base")
+    norm = base.get_layer("block1_conv1_bn")
+    conv = keras.Model(base.input, base.get_layer("block1_conv1").output)
+    rng = np.random.default_rng(0)
+    batches = [rng.uniform(0, 85 * (k + 1), (4, SIZE, SIZE, 3)).astype("float32") for k in range(3)]  # unlike statistics
+    outputs = [np.asarray(conv(tower.get_layer("preprocess")(x))) for x in batches]
+    calibrate_batchnorm(tower, batches)
+    np.testing.assert_allclose(norm.moving_mean, np.mean([o.mean(axis=(0, 1, 2)) for o in outputs], axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(norm.moving_variance, np.mean([o.var(axis=(0, 1, 2)) for o in outputs], axis=0), rtol=1e-3, atol=1e-5)
+    assert norm.momentum == 0.99, "the layer's own momentum is back"
 
 
 def test_binary_loss_on_a_frozen_tower_trains_only_the_same_class_head(tower):

@@ -4,7 +4,7 @@ pixels are preprocessed, and where its last blocks begin (for staged fine-tuning
 import contextlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import keras
@@ -197,22 +197,26 @@ def unfreeze_last_blocks(tower: keras.Model, backbone: str, blocks: int) -> None
         layer.trainable = id(layer) in trainable and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def calibrate_batchnorm(tower: keras.Model, images) -> None:
-    """Set every BatchNorm layer's moving statistics to those of `images` (a batch of pixels).
+def calibrate_batchnorm(tower: keras.Model, batches: Iterable) -> None:
+    """Set every BatchNorm layer's moving statistics to the mean of its statistics over
+    `batches` (batches of pixels), each batch in training mode.
 
     A randomly initialized tower (weights "none") has no statistics: with BatchNorm in
     inference mode its activations shrink block after block, down to pooled features too
     small for any head to learn from. One forward pass in training mode with momentum
     0 makes inference on this batch equal training-mode normalization, a data-dependent
-    initialization. Pretrained towers must not be calibrated: it would overwrite ImageNet's
-    statistics.
+    initialization; each further batch k (from 0) is weighed in with momentum k / (k + 1),
+    which keeps the plain mean of every batch's statistics. Pretrained towers must not be
+    calibrated: it would overwrite ImageNet's statistics, which the dog photos' probe prefers
+    to their own (bench/batchnorm_adaptation.py).
     """
     norms = [layer for layer in tower.get_layer("base").layers if isinstance(layer, keras.layers.BatchNormalization)]
     momenta = [layer.momentum for layer in norms]
     try:
-        for layer in norms:
-            layer.momentum = 0.0
-        tower(images, training=True)
+        for k, images in enumerate(batches):
+            for layer in norms:
+                layer.momentum = k / (k + 1)
+            tower(images, training=True)
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum

@@ -135,7 +135,7 @@ def calibrate_random_tower(tower: keras.Model, config: TrainConfig, train_dir: P
     calibrate_batchnorm); a pretrained one, or one from `init_from`, keeps its own."""
     if config.init_from is None and resolve_weights(config.weights) is None:
         sample = DirectoryBatches(train_dir, (config.image_size, config.image_size), CALIBRATION_BATCH, seed=config.seed, classes=classes)
-        calibrate_batchnorm(tower, sample[0][0])
+        calibrate_batchnorm(tower, [sample[0][0]])
 
 
 def weighed_batch_outputs(config: TrainConfig) -> tuple[str, ...]:
