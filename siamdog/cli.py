@@ -66,8 +66,11 @@ def _train_config(args):
 
 
 def _train(args) -> int:
+    from siamdog.training.distribution import join_processes
     from siamdog.training.pseudo_rounds import train_with_pseudo_labels
     from siamdog.training.trainer import train
+
+    join_processes()  # a multi-host run's processes find each other before the backend starts
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
     if args.pseudo_labels is None:

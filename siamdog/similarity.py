@@ -33,6 +33,7 @@ from siamdog.models.siamese import SiamdogModel
 from siamdog.training.run_folder import RunPaths
 
 DEFAULT_THRESHOLD = 0.5
+PAIR_BATCH = 4096  # pairs the same-class head scores at once: small arrays of features
 
 
 def _run_paths(run: str | os.PathLike) -> RunPaths:
@@ -104,7 +105,10 @@ def calibrate_on_features(run: str | os.PathLike, features: np.ndarray, labels: 
     index in `labels`) where the caller already has them: the trainer, from its cached pass."""
     same_class = load_same_class(run)
     pairs, same = verification_pairs(labels)
-    probabilities = np.asarray(same_class.predict([features[pairs[:, 0]], features[pairs[:, 1]]], batch_size=4096, verbose=0))[:, 0]
+    first, second = features[pairs[:, 0]], features[pairs[:, 1]]
+    probabilities = np.concatenate(
+        [predict_batch(same_class, [first[i : i + PAIR_BATCH], second[i : i + PAIR_BATCH]]) for i in range(0, len(pairs), PAIR_BATCH)]
+    )[:, 0]
     threshold, accuracy = best_threshold(probabilities, same)
     result = {
         "threshold": threshold,

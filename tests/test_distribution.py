@@ -2,16 +2,19 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from siamdog.errors import SiamdogError
-from siamdog.training.distribution import distributed
+from siamdog.training.distribution import ProcessShare, distributed
 
 SCRIPT = Path(__file__).with_name("distributed_runs.py")
+MULTIPROCESS_SCRIPT = Path(__file__).with_name("multiprocess_run.py")
 
 
 def losses_on_one_and_two_devices(data: Path, out: Path, mode: str, **env: str) -> dict[str, list[float]]:
@@ -38,6 +41,68 @@ def test_data_parallel_on_two_jax_cpu_devices_trains_the_multiloss_model_as_one_
     )
     # JAX computes on the sharded batch as if on the whole of it, pairs across the halves included.
     assert losses["data_parallel"] == pytest.approx(losses["none"], rel=1e-4)
+
+
+class TwoBatches:
+    """A batch source: ((images, partner), targets by name), the last batch of 3 samples."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        rows = 4 if index == 0 else 3
+        x = np.arange(rows * 2, dtype=np.float32).reshape(rows, 2) + 100 * index
+        return (x, np.roll(np.arange(rows), -1)), {"ctg_out_1": x[:, :1]}
+
+
+def test_each_process_takes_its_own_slice_of_every_array_of_a_batch():
+    source = TwoBatches()
+    shares = [ProcessShare(source, k, 2)[0] for k in range(2)]
+    (x, partner), targets = source[0]
+    np.testing.assert_array_equal(np.concatenate([share[0][0] for share in shares]), x)
+    np.testing.assert_array_equal(np.concatenate([share[1]["ctg_out_1"] for share in shares]), targets["ctg_out_1"])
+    # a partner is an index into the global batch, which the model sees whole
+    np.testing.assert_array_equal(np.concatenate([share[0][1] for share in shares]), partner)
+    with pytest.raises(SiamdogError, match="batch 1 has 3 samples, which 2 processes cannot share equally"):
+        ProcessShare(source, 0, 2)[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def multiprocess_losses(data: Path, out: Path, distribution: str, processes: int) -> list[list[float]]:
+    """The losses per epoch that each of `processes` processes of one JAX run reports."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    if processes > 1:
+        env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{free_port()}", KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes))
+    runs = [
+        subprocess.Popen(
+            [sys.executable, str(MULTIPROCESS_SCRIPT), str(data), str(out / f"process-{k}"), distribution],
+            env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(k)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for k in range(processes)
+    ]
+    losses = []
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+        losses.append(json.loads(stdout.strip().splitlines()[-1]))
+    return losses
+
+
+@pytest.mark.other_backends
+def test_two_jax_processes_train_the_multiloss_model_as_one_process_does(demo, tmp_path):
+    pytest.importorskip("jax", reason="needs JAX (pip install 'siamdog[jax]')")
+    [alone] = multiprocess_losses(demo / "data", tmp_path / "alone", "none", 1)
+    first, second = multiprocess_losses(demo / "data", tmp_path / "two", "data_parallel", 2)
+    assert len(alone) == 2
+    # Each process feeds its half of every batch; the pairs cross the halves. Both processes
+    # record the same run, and it is the lone process's run up to float32 rounding.
+    assert first == second
+    assert first == pytest.approx(alone, rel=1e-4)
 
 
 def test_what_tensorflow_data_parallel_cannot_do_is_one_clear_refusal():

@@ -7,11 +7,23 @@ so a run's figures do not change with the number of devices. JAX uses
 TensorFlow uses `tf.distribute.MirroredStrategy`, its documented single-host path
 (MultiWorkerMirroredStrategy does not work with Keras 3: keras issue 20585). The PyTorch
 backend has no Keras-level data parallelism, and is refused.
+
+Several hosts (JAX only): one process per host, each started with Keras's
+KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and
+KERAS_DISTRIBUTION_PROCESS_ID (`join_processes` reads them). Every process builds the same
+global batches from the same seed and feeds the model its own rows of each (`ProcessShare`);
+the devices of all processes together then train as one. Inference (validation, the cached
+passes) runs the whole batch on every process, so each holds every figure a run records and
+writes a complete run folder of its own (processes that share a filesystem need one --run
+each: the run's lock refuses a second process).
 """
 
 import contextlib
+import os
 
 import keras
+import numpy as np
+from keras import tree
 
 from siamdog.errors import SiamdogError
 
@@ -24,10 +36,86 @@ def _tensorflow_devices() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
 
 
+PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def join_processes() -> None:
+    """Join the other processes of a multi-host run, if the environment names them (see the
+    module's docstring); before anything else runs on the backend."""
+    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) <= 1:
+        return
+    missing = [name for name in PROCESS_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise SiamdogError(f"a multi-process run needs {', '.join(PROCESS_VARIABLES)}; {', '.join(missing)} not set")
+    if keras.backend.backend() != "jax":
+        raise SiamdogError(f"several processes: implemented for the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()}")
+    import jax
+
+    # Keras agrees on a seed over the CPU devices, and CPU-only processes train over them: gloo
+    # does their collectives (asking which platform JAX has would start it too early).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    keras.distribution.initialize()
+
+
+def process_count() -> int:
+    """The processes of this run (several only on JAX, after join_processes)."""
+    if keras.backend.backend() != "jax":
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
+def process_index() -> int:
+    if keras.backend.backend() != "jax":
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+class ProcessShare(keras.utils.PyDataset):
+    """This process's rows of every batch of `source` (for a run of several processes): the
+    process with id k of P takes the k-th of P equal slices of each array. Index arrays into the
+    batch (a pair's partner) keep their global values: the model computes on the global batch."""
+
+    def __init__(self, source: keras.utils.PyDataset, process: int, processes: int):
+        super().__init__()
+        self.source, self.process, self.processes = source, process, processes
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        def share(array: np.ndarray) -> np.ndarray:
+            rows = len(array) // self.processes
+            if rows * self.processes != len(array):
+                raise SiamdogError(f"batch {index} has {len(array)} samples, which {self.processes} processes cannot share equally")
+            return array[self.process * rows : (self.process + 1) * rows]
+
+        return tree.map_structure(share, self.source[index])
+
+    def on_epoch_begin(self) -> None:
+        self.source.on_epoch_begin()
+
+    def on_epoch_end(self) -> None:
+        self.source.on_epoch_end()
+
+
+def process_data(data: keras.utils.PyDataset) -> keras.utils.PyDataset:
+    """What this process feeds `fit`: `data` itself, or its share in a run of several processes."""
+    processes = process_count()
+    if processes == 1:
+        return data
+    return ProcessShare(data, process_index(), processes)
+
+
 @contextlib.contextmanager
 def distributed(name: str, batch_size: int, mode: str):
     """Build, compile and train the model inside this context to train it with `name`."""
     if name == "none":
+        if process_count() > 1:
+            raise SiamdogError(f"{process_count()} processes train one model only with distribution data_parallel (set distribution: data_parallel)")
         yield
         return
     if name not in DISTRIBUTIONS:
@@ -44,7 +132,8 @@ def distributed(name: str, batch_size: int, mode: str):
         devices = keras.distribution.list_devices()
         _check_batch(batch_size, len(devices))
         previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        # Each process feeds its own share of the batches (ProcessShare), not all of them.
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=process_count() == 1))
         try:
             yield
         finally:

@@ -45,7 +45,7 @@ from siamdog.training.callbacks import (
     TrainingCurves,
 )
 from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
-from siamdog.training.distribution import distributed, loader_workers
+from siamdog.training.distribution import distributed, loader_workers, process_data
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
@@ -376,7 +376,7 @@ def _run_stages(
         # shuffle=False: the sampler orders the epoch. Keras would also shuffle the batches, with
         # Python's global generator, which a resumed run cannot put back where it was.
         history = prepared.model.fit(
-            prepared.data, epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
+            process_data(prepared.data), epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
         )
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
