@@ -3,18 +3,20 @@
 import json
 import os
 
-TEMP_PREFIX = ".tmp-"  # a file being written is `.tmp-<name>` beside `<name>`
+TEMP_PREFIX = ".tmp-"  # a file being written is `.tmp-<process id>-<name>` beside `<name>`
 
 
 def replace_atomically(path: str | os.PathLike, write) -> None:
     """Call `write(tmp)` on a temporary name beside `path`, then rename it over `path`.
 
-    The temporary keeps the file's suffix (Keras insists on `.keras` and `.weights.h5`).
+    The temporary keeps the file's suffix (Keras insists on `.keras` and `.weights.h5`), and
+    names the process: processes that write the same file at once (runs sharing a data
+    folder's feature cache) each rename a whole file of their own.
     A failure while writing leaves the previous file as it was, and no temporary behind
     when the failure is an exception.
     """
     path = os.fspath(path)
-    tmp = os.path.join(os.path.dirname(path) or ".", TEMP_PREFIX + os.path.basename(path))
+    tmp = os.path.join(os.path.dirname(path) or ".", f"{TEMP_PREFIX}{os.getpid()}-{os.path.basename(path)}")
     try:
         write(tmp)
         os.replace(tmp, path)
