@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from siamdog.errors import SiamdogError
-from siamdog.training.distribution import ProcessShare, distributed
+from siamdog.training.distribution import ProcessShare, distributed, join_processes
 
 SCRIPT = Path(__file__).with_name("distributed_runs.py")
 MULTIPROCESS_SCRIPT = Path(__file__).with_name("multiprocess_run.py")
@@ -112,3 +112,14 @@ def test_what_tensorflow_data_parallel_cannot_do_is_one_clear_refusal():
     with pytest.raises(SiamdogError, match="unknown distribution"):
         with distributed("model_parallel", 16, "softmax"):
             pass
+
+
+def test_a_multi_process_environment_with_a_mistake_is_one_clear_refusal(monkeypatch):
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "two")
+    with pytest.raises(SiamdogError, match="the number of processes, a whole number"):
+        join_processes()
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.delenv("KERAS_DISTRIBUTION_PROCESS_ID", raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_JOB_ADDRESSES", "localhost:1234")
+    with pytest.raises(SiamdogError, match="KERAS_DISTRIBUTION_PROCESS_ID not set"):
+        join_processes()

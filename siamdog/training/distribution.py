@@ -42,7 +42,10 @@ PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM
 def join_processes() -> None:
     """Join the other processes of a multi-host run, if the environment names them (see the
     module's docstring); before anything else runs on the backend."""
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) <= 1:
+    count = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    if not count.isdigit():
+        raise SiamdogError(f"KERAS_DISTRIBUTION_NUM_PROCESSES={count!r}: the number of processes, a whole number")
+    if int(count) <= 1:
         return
     missing = [name for name in PROCESS_VARIABLES if not os.environ.get(name)]
     if missing:
@@ -57,21 +60,14 @@ def join_processes() -> None:
     keras.distribution.initialize()
 
 
-def process_count() -> int:
-    """The processes of this run (several only on JAX, after join_processes)."""
+def process_place() -> tuple[int, int]:
+    """(this process's index, the number of processes) of this run: several only on JAX,
+    after join_processes."""
     if keras.backend.backend() != "jax":
-        return 1
+        return 0, 1
     import jax
 
-    return jax.process_count()
-
-
-def process_index() -> int:
-    if keras.backend.backend() != "jax":
-        return 0
-    import jax
-
-    return jax.process_index()
+    return jax.process_index(), jax.process_count()
 
 
 class ProcessShare(keras.utils.PyDataset):
@@ -104,18 +100,17 @@ class ProcessShare(keras.utils.PyDataset):
 
 def process_data(data: keras.utils.PyDataset) -> keras.utils.PyDataset:
     """What this process feeds `fit`: `data` itself, or its share in a run of several processes."""
-    processes = process_count()
-    if processes == 1:
-        return data
-    return ProcessShare(data, process_index(), processes)
+    process, processes = process_place()
+    return data if processes == 1 else ProcessShare(data, process, processes)
 
 
 @contextlib.contextmanager
 def distributed(name: str, batch_size: int, mode: str):
     """Build, compile and train the model inside this context to train it with `name`."""
+    _, processes = process_place()
     if name == "none":
-        if process_count() > 1:
-            raise SiamdogError(f"{process_count()} processes train one model only with distribution data_parallel (set distribution: data_parallel)")
+        if processes > 1:
+            raise SiamdogError(f"{processes} processes train one model only with distribution data_parallel (set distribution: data_parallel)")
         yield
         return
     if name not in DISTRIBUTIONS:
@@ -133,7 +128,7 @@ def distributed(name: str, batch_size: int, mode: str):
         _check_batch(batch_size, len(devices))
         previous = keras.distribution.distribution()
         # Each process feeds its own share of the batches (ProcessShare), not all of them.
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=process_count() == 1))
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=processes == 1))
         try:
             yield
         finally:
