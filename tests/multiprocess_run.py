@@ -2,7 +2,7 @@
 multi-process JAX run (Keras's KERAS_DISTRIBUTION_* variables): a tiny multi-loss run, its
 losses per epoch printed as JSON.
 
-    python tests/multiprocess_run.py DATA OUT DISTRIBUTION
+    python tests/multiprocess_run.py DATA OUT DISTRIBUTION LOADER_THREADS
 """
 
 import json
@@ -20,11 +20,10 @@ from tests.conftest import STAGES, read_history, tiny_config  # noqa: E402
 
 
 def main() -> None:
-    data, out, distribution = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-    # No dropout: its masks are drawn per device. One loader thread: with two, a lone process's
-    # losses already differ from its one-thread losses (found here, not yet explained).
+    data, out, distribution, loader_threads = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    # No dropout: its masks are drawn per device.
     config = tiny_config(mode="multiloss", dropout=0.0, distribution=distribution, stages=[{**STAGES[1], "epochs": 2}])
-    train(data, out, config, workers=1, verbose=0)
+    train(data, out, config, workers=loader_threads, verbose=0)
     print(json.dumps([float(row["loss"]) for row in read_history(out, "finetune")]))
 
 

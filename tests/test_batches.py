@@ -120,6 +120,18 @@ def test_positive_fraction_is_counted_per_epoch(folders):
     assert paired.last_epoch_positive_fraction == pytest.approx(11 / 13)
 
 
+def test_a_batch_read_twice_counts_once_in_the_positive_fraction(folders):
+    once, twice = (PairedBatches(DirectoryBatches(folders, (12, 16), batch_size=4), pair_every=2) for _ in range(2))
+    for i in range(len(once)):
+        once[i]
+    for i in [0, *range(len(twice))]:  # Keras reads the first batch once more to build a model
+        twice[i]
+    once.on_epoch_end()
+    twice.on_epoch_end()
+    # batch 0 pairs within classes, the others mostly across: counting it twice would raise the fraction
+    assert twice.last_epoch_positive_fraction == once.last_epoch_positive_fraction
+
+
 def test_pairs_a_legacy_image_data_generator_iterator(folders):
     legacy = _legacy_iterator(folders, target_size=(12, 16), batch_size=4, shuffle=True, seed=0)
     paired = PairedBatches(legacy, pair_every=2)

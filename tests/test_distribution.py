@@ -73,14 +73,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def multiprocess_losses(data: Path, out: Path, distribution: str, processes: int) -> list[list[float]]:
+def multiprocess_losses(data: Path, out: Path, distribution: str, processes: int, loader_threads: int = 2) -> list[list[float]]:
     """The losses per epoch that each of `processes` processes of one JAX run reports."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     if processes > 1:
         env.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{free_port()}", KERAS_DISTRIBUTION_NUM_PROCESSES=str(processes))
     runs = [
         subprocess.Popen(
-            [sys.executable, str(MULTIPROCESS_SCRIPT), str(data), str(out / f"process-{k}"), distribution],
+            [sys.executable, str(MULTIPROCESS_SCRIPT), str(data), str(out / f"process-{k}"), distribution, str(loader_threads)],
             env={**env, "KERAS_DISTRIBUTION_PROCESS_ID": str(k)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for k in range(processes)
@@ -103,6 +103,16 @@ def test_two_jax_processes_train_the_multiloss_model_as_one_process_does(demo, t
     # record the same run, and it is the lone process's run up to float32 rounding.
     assert first == second
     assert first == pytest.approx(alone, rel=1e-4)
+
+
+@pytest.mark.other_backends
+def test_a_jax_run_trains_on_the_same_batches_whatever_its_loader_thread_count(demo, tmp_path):
+    pytest.importorskip("jax", reason="needs JAX (pip install 'siamdog[jax]')")
+    # JAX's fit would start an epoch to build the compiled losses; with two threads the batches
+    # prefetched by then came back in the first epoch (build_before_fit).
+    [one_thread] = multiprocess_losses(demo / "data", tmp_path / "one", "none", 1, loader_threads=1)
+    [two_threads] = multiprocess_losses(demo / "data", tmp_path / "two", "none", 1, loader_threads=2)
+    assert two_threads == one_thread
 
 
 def test_what_tensorflow_data_parallel_cannot_do_is_one_clear_refusal():

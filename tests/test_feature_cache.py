@@ -124,14 +124,14 @@ def test_named_training_views_reuse_the_flip_pass(tower, tmp_path):
 
 def test_feature_batches_read_a_list_of_views_as_the_stacked_array():
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(3, 10, 4)).astype("float32")
-    labels = np.array([0, 1] * 5)
+    features = rng.normal(size=(3, 30, 4)).astype("float32")
+    labels = np.array([0, 1] * 15)
     stacked = FeatureBatches(features, labels, 2, batch_size=4, seed=5)
     listed = FeatureBatches(list(features), labels, 2, batch_size=4, seed=5)
     for epoch in range(2):
         for i in range(len(stacked)):
             assert all(np.array_equal(a, b) for a, b in zip(stacked[i], listed[i]))
-        assert len(set(stacked.views)) == 3
+        assert len(set(stacked.views)) == 3, "the comparison reads every view"
         stacked.on_epoch_end()
         listed.on_epoch_end()
     with pytest.raises(ValueError, match="each view"):

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siamdog.data.sampling import Sampler
+from siamdog.data.seeds import PURPOSES, generator
 
 
 def test_shuffled_visits_every_sample_once_in_a_new_order_each_epoch():
@@ -53,3 +54,12 @@ def test_class_balanced_settings_that_cannot_make_a_batch_are_refused():
         Sampler("class_balanced", [0, 1, 2], batch_size=3, images_per_class=1)
     with pytest.raises(ValueError, match="unknown sampler"):
         Sampler("random", [0, 1], batch_size=2)
+
+
+def test_each_purpose_of_a_batch_draws_from_a_generator_of_its_own():
+    def draws(*key, **batch):
+        return generator(*key, **batch).integers(2**31, size=4).tolist()
+
+    assert draws(3, 1, "mix", batch_index=2) == draws(3, 1, "mix", batch_index=2), "numbers alone seed it"
+    keys = [(3, 1, purpose, batch) for purpose in PURPOSES for batch in (0, 1, 2)] + [(4, 1, "mix", 2), (3, 2, "mix", 2)]
+    assert len({tuple(draws(*key[:3], batch_index=key[3])) for key in keys}) == len(keys)

@@ -13,6 +13,7 @@ from siamdog.data.augment import Augmentation
 from siamdog.data.images import IMAGE_EXTENSIONS, UnreadableImage, load_image
 from siamdog.data.pairing import batch_partners, pair_targets, same_class
 from siamdog.data.sampling import sampler_for
+from siamdog.data.seeds import generator
 from siamdog.errors import SiamdogError
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class DirectoryBatches(keras.utils.PyDataset):
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         start = batch_index * self.batch_size
         count = min(self.batch_size, len(self.index_array) - start)
-        rng = np.random.default_rng([self.seed, self.epoch, batch_index])
+        rng = generator(self.seed, self.epoch, "augment", batch_index)
         x = np.empty((count, *self.target_size, 3), dtype=np.float32)
         labels = np.empty(count, dtype=np.int64)
         for k in range(count):
@@ -157,7 +158,7 @@ class PairedBatches(keras.utils.PyDataset):
     index in the batch of sample i's partner (see `batch_partners`). Every `pair_every`-th
     batch swaps same-class samples (positive pairs); the others pair neighbours (mostly
     negative pairs). The fraction of positive pairs of the last finished epoch is in
-    `last_epoch_positive_fraction`.
+    `last_epoch_positive_fraction` (a batch read twice counts once).
     """
 
     def __init__(
@@ -170,8 +171,7 @@ class PairedBatches(keras.utils.PyDataset):
         self.pair_every = pair_every
         self.outputs = outputs  # the names of the model's outputs to make targets for
         self._lock = threading.Lock()
-        self._positives = 0
-        self._pairs = 0
+        self._pair_counts: dict[int, tuple[int, int]] = {}  # batch index -> (positive pairs, pairs) this epoch
         self.last_epoch_positive_fraction: float | None = None
 
     def __len__(self) -> int:
@@ -183,12 +183,13 @@ class PairedBatches(keras.utils.PyDataset):
         partner = batch_partners(labels, positives=batch_index % self.pair_every == 0)
         same = same_class(labels, labels[partner])
         with self._lock:
-            self._positives += int(same.sum())
-            self._pairs += len(same)
+            self._pair_counts[batch_index] = (int(same.sum()), len(same))
         return (x, partner.astype(np.int32)), pair_targets(y, partner, same, self.outputs)
 
     def on_epoch_end(self) -> None:
         with self._lock:
-            self.last_epoch_positive_fraction = self._positives / self._pairs if self._pairs else None
-            self._positives = self._pairs = 0
+            positives = sum(count for count, _ in self._pair_counts.values())
+            pairs = sum(count for _, count in self._pair_counts.values())
+            self.last_epoch_positive_fraction = positives / pairs if pairs else None
+            self._pair_counts = {}
         self.source.on_epoch_end()

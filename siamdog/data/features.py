@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from siamdog.data.sampling import sampler_for
+from siamdog.data.seeds import generator
 
 
 class FeatureBatches(keras.utils.PyDataset):
@@ -54,7 +55,7 @@ class FeatureBatches(keras.utils.PyDataset):
         self.epoch = epoch
         self.index_array = self.sampler.order(epoch)
         if self.shuffle:
-            self.views = np.random.default_rng([self.seed, epoch, 1]).integers(0, len(self.features), self.samples)
+            self.views = generator(self.seed, epoch, "views").integers(0, len(self.features), self.samples)
         else:
             self.views = np.zeros(self.samples, dtype=np.int64)
 

@@ -11,6 +11,8 @@ model trains on mixed batches: a mixed pair has no "same class?" answer.
 import keras
 import numpy as np
 
+from siamdog.data.seeds import generator
+
 
 def mixing_layer(kind: str, alpha: float) -> keras.layers.Layer:
     """The Keras layer of `kind` ("mixup" or "cutmix"); `alpha` is the Beta distribution's
@@ -37,9 +39,9 @@ class MixedBatches(keras.utils.PyDataset):
         x, y = self.source[batch_index]
         # The layers weigh batches of maps; pooled features (MixUp only) are 1x1 maps.
         maps = x.reshape(len(x), 1, 1, -1) if x.ndim == 2 else x
-        # A generator of this batch's own: its draws depend on the batch alone, whichever worker
-        # thread makes it (an integer seed would give CutMix's two box corners the same draw).
-        draw = int(np.random.default_rng([self.seed, self.source.epoch, batch_index]).integers(2**31))
+        # One seed for Keras's layer, from this batch's own generator (an integer seed would give
+        # CutMix's two box corners the same draw).
+        draw = int(generator(self.seed, self.source.epoch, "mix", batch_index).integers(2**31))
         change = self.layer.get_random_transformation({"images": maps, "labels": y}, seed=keras.random.SeedGenerator(draw))
         mixed = self.layer.transform_images(maps, change)
         labels = self.layer.transform_labels(y, change)

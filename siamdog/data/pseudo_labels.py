@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from siamdog.errors import SiamdogError
+from siamdog.files import TEMP_PREFIX
 
 PSEUDO_PREFIX = "pseudo-"  # the names of pseudo-labelled photos in a round's class folders
 DEFAULT_THRESHOLD = 0.9  # `siamdog train --pseudo-labels` without --threshold
@@ -60,7 +61,7 @@ def lay_out_round(data_dir: Path, out: Path, classes: list[str], images: list[st
     never clash with a labelled photo's name), and `valid` links to `data_dir/valid`. Made
     under a temporary name and renamed, so an interrupted layout is made again, whole."""
     data_dir = Path(data_dir).resolve()
-    tmp = out.with_name(f".tmp-{out.name}")
+    tmp = out.with_name(TEMP_PREFIX + out.name)
     shutil.rmtree(tmp, ignore_errors=True)
     for name in classes:
         (tmp / "train" / name).mkdir(parents=True)

@@ -18,8 +18,7 @@ epoch, batch index), as the augmentation is, so a resumed run draws as the inter
 import keras
 import numpy as np
 
-_STREAM = 7  # keeps these draws apart from the mixing's, which are seeded from the same three numbers
-
+from siamdog.data.seeds import generator
 
 def quadrant_slices(height: int, width: int, quadrant: int) -> tuple[slice, slice]:
     """Rows and columns of `quadrant` (0 top left, 1 top right, 2 bottom left, 3 bottom right).
@@ -79,7 +78,7 @@ class QuadrantBatches(keras.utils.PyDataset):
 
     def __getitem__(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.source[batch_index]
-        rng = np.random.default_rng([self.seed, self.source.epoch, batch_index, _STREAM])
+        rng = generator(self.seed, self.source.epoch, "quadrants", batch_index)
         if self.mosaic:
             x = same_class_mosaic(x, np.argmax(y, axis=1), rng, self.mosaic)
         if self.mask:

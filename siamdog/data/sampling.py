@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from siamdog.data.seeds import generator
+
 SAMPLERS = ("shuffled", "sequential", "class_balanced")
 
 
@@ -39,7 +41,7 @@ class Sampler:
     def order(self, epoch: int) -> np.ndarray:
         if self.kind == "sequential":
             return np.arange(len(self.labels))
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = generator(self.seed, epoch, "order")
         if self.kind == "shuffled":
             return rng.permutation(len(self.labels))
         return class_balanced_order(self.labels, self.batch_size // self.images_per_class, self.images_per_class, rng)

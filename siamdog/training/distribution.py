@@ -146,8 +146,9 @@ def distributed(name: str, batch_size: int, mode: str):
 
 def loader_workers(name: str, workers: int) -> int:
     """Threads for Keras's PyDataset loader under distribution `name`. Under a MirroredStrategy
-    Keras iterates the loader twice at the start of an epoch, and with several threads the
-    batches then reach the model in another order (found by comparing runs on one and two
+    TensorFlow's fit starts an epoch of the loader to build the model even when it is built
+    (so build_before_fit cannot spare it), and with several threads the batches prefetched by
+    then reach the model again in the first epoch (found by comparing runs on one and two
     devices), so there the loader runs in one thread."""
     return 1 if name != "none" and keras.backend.backend() == "tensorflow" else workers
 

@@ -104,3 +104,17 @@ def compile_stage(model: keras.Model, optimizer: keras.optimizers.Optimizer, lab
         loss_weights=weights,
         metrics={name: [spec.metric] for name, spec in specs.items() if spec.metric},
     )
+
+
+def build_before_fit(model: keras.Model, data: keras.utils.PyDataset) -> None:
+    """Build the compiled `model`'s losses and metrics on `data`'s first batch, so that `fit`
+    need not. The JAX and torch trainers build them by starting an epoch of `data`, taking one
+    batch and ending the epoch; with several loader threads, the batches prefetched by then
+    come back at the start of the first real epoch, which trains on them twice and never
+    reaches its last ones (a run's losses then depend on the thread count). TensorFlow's fit
+    builds while it traces, or, under a MirroredStrategy, starts that epoch built or not
+    (see distribution.loader_workers), so there this would only cost a trace."""
+    if keras.backend.backend() == "tensorflow":
+        return
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data[0])
+    model.evaluate(x, y, sample_weight=sample_weight, batch_size=len(keras.tree.flatten(x)[0]), verbose=0)

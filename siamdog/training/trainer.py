@@ -49,7 +49,7 @@ from siamdog.training.distribution import distributed, loader_workers, process_d
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
-from siamdog.training.stages import compile_stage, learning_rate_schedule, make_optimizer
+from siamdog.training.stages import build_before_fit, compile_stage, learning_rate_schedule, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -373,10 +373,12 @@ def _run_stages(
         stage_callbacks, checkpoint = _stage_callbacks(
             run, stage, config.stage_names(), model, prepared.val_classifier, prepared.val_heads, prepared.val_batches, tensorboard_dir
         )
+        data = process_data(prepared.data)
+        build_before_fit(prepared.model, data)
         # shuffle=False: the sampler orders the epoch. Keras would also shuffle the batches, with
         # Python's global generator, which a resumed run cannot put back where it was.
         history = prepared.model.fit(
-            process_data(prepared.data), epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
+            data, epochs=stage.epochs, shuffle=False, callbacks=[*sampler_callbacks, *stage_callbacks, *callbacks], verbose=verbose
         )
         seconds = time.monotonic() - started
         run.checkpoint(stage.name).parent.mkdir(exist_ok=True)
