@@ -20,6 +20,7 @@ import numpy as np
 
 from siamdog.data.seeds import generator
 
+
 def quadrant_slices(height: int, width: int, quadrant: int) -> tuple[slice, slice]:
     """Rows and columns of `quadrant` (0 top left, 1 top right, 2 bottom left, 3 bottom right).
     The middle row and column of an odd size go with the bottom and right quadrants."""
