@@ -36,6 +36,9 @@ from bench.runner import REPO, Bench, compare, data_summary, errors, linear_prob
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
 
 
+ROWS = REPO / "bench" / "configs" / "ablation.yaml"
+
+
 def row_config(base, row: dict, seed: int):
     """The base config with a row's settings, for one seed."""
     values = {**config_to_dict(base), **row.get("settings", {}), "seed": seed}
@@ -105,7 +108,7 @@ def ensemble_row(members: list[list[dict]], by_seed: bool = False) -> list[dict]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default=str(REPO / "bench" / "configs" / "ablation.yaml"))
+    parser.add_argument("--rows", default=str(ROWS))
     parser.add_argument("--only", nargs="+", help="run only these rows (and the reference)")
     parser.add_argument("--reference", help="the row every row is compared with (default: the rows file's)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
@@ -154,7 +157,9 @@ def main() -> None:
             results["rows"][name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["total_seconds"] = round(time.monotonic() - started, 1)
-    stem = f"ablation-{results['date']}" + ("-" + "-".join(args.only) if args.only else "")
+    # Another rows file than the ablation's own names its results, as --only's rows do.
+    other_rows = [Path(args.rows).stem] if Path(args.rows).resolve() != ROWS.resolve() else []
+    stem = "-".join(["ablation", results["date"], *other_rows, *(args.only or [])])
     write_results(args.out, stem, results, "siamdog ablation on held-out dogs120 photos", report(results))
 
 

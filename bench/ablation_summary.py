@@ -1,6 +1,6 @@
 """One table of every row of the ablation: each row's latest figures, read from the results
-that `bench/ablation.py` wrote (bench/results/ablation-*.json), with the file and the command
-that measured them, and the rows not measured yet.
+that `bench/ablation.py` wrote from the same rows file (bench/results/ablation-*.json), with
+the file and the command that measured them, and the rows not measured yet.
 
     python bench/ablation_summary.py [--rows bench/configs/ablation.yaml]   (the last step of make bench-ablation)
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
-from bench.ablation import ensemble_members  # noqa: E402
+from bench.ablation import ROWS, ensemble_members  # noqa: E402
 from bench.common import header, markdown_table, write_results  # noqa: E402
 from bench.runner import REPO  # noqa: E402
 
@@ -89,15 +89,17 @@ def summary_rows(rows: list[dict], latest: dict[str, dict]) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default=str(REPO / "bench" / "configs" / "ablation.yaml"))
+    parser.add_argument("--rows", default=str(ROWS))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
 
     rows = yaml.safe_load(Path(args.rows).read_text())["rows"]
+    rows_file = os.path.relpath(args.rows, REPO)
     files = sorted(p for p in Path(args.out).glob("ablation-*.json") if p.stem != SUMMARY_STEM)
-    results = [(p.name, json.loads(p.read_text())) for p in files]
+    # Only this rows file's results: another file may give a row of the same name other settings.
+    results = [(p.name, result) for p in files if (result := json.loads(p.read_text()))["rows_file"] == rows_file]
     latest = latest_figures([r["name"] for r in rows], results)
-    summary = {**header("ablation-summary"), "rows_file": os.path.relpath(args.rows, REPO), "rows": latest,
+    summary = {**header("ablation-summary"), "rows_file": rows_file, "rows": latest,
                "not_measured": [r["name"] for r in rows if r["name"] not in latest]}
     table = markdown_table(
         ["row", "what", "test top-1 err (mean)", "per seed", "paired tests (points)", "tta", "minutes", "measured in"],
