@@ -11,7 +11,9 @@ scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble o
 runs (listed after it), and with `ensemble_of: [ROW, ROW, ...]` the ensemble of those rows, each
 row's runs weighing as one (rows scored with the same TTA), or with `by_seed: true` one
 ensemble per seed of each row's run of that seed; a row with `pseudo_labels: {threshold: T}` goes on from its training
-with pseudo-label rounds on the test photos, without their labels. Every row is compared with
+with pseudo-label rounds on the test photos, without their labels. Rows that name one `run: NAME`
+share its runs (to score them with another `tta`), so they must train alike: that is checked before
+anything trains. Every row is compared with
 the reference seed by seed (exact McNemar on the same test images), and with the rows it names
 under `compare_with` (which then run too), and gets the command that reproduces it. Techniques on the heads train on cached
 pooled features in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
@@ -47,7 +49,27 @@ def row_config(base, row: dict, seed: int):
     return config_from_dict(values, f"row {row['name']}")
 
 
-def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list[dict]:
+def run_training(base, row: dict) -> dict:
+    """What decides how a row's runs train (seed aside): its config, the stages it runs and its
+    pseudo-label rounds. Rows that name one `run:` folder must agree on all of it."""
+    return {**config_to_dict(row_config(base, row, 0)), "stages run": row.get("stages"), "pseudo_labels": row.get("pseudo_labels")}
+
+
+def shared_run_conflicts(base, rows: list[dict]) -> list[str]:
+    """One line per row that names the same `run:` folder as an earlier row but would train it
+    otherwise: the second would stop on the folder's saved config, or, where only the stages
+    run or the pseudo-label rounds differ, score the first row's model as its own."""
+    first_of_run, conflicts = {}, []
+    for row in (r for r in rows if "run" in r and not r.get("probe")):
+        first = first_of_run.setdefault(row["run"], row)
+        ours, theirs = run_training(base, row), run_training(base, first)
+        changed = [key for key in ours if ours[key] != theirs[key]]
+        if changed:
+            conflicts.append(f"rows {first['name']} and {row['name']} share run {row['run']} but differ in: {', '.join(changed)}")
+    return conflicts
+
+
+def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path, workers: int = 4) -> list[dict]:
     tta = row.get("tta", "flip")
     if row.get("probe"):  # lbfgs does not depend on the seed: one fit stands for every seed
         probabilities, labels, seconds = linear_probe(bench, row_config(base, row, seeds[0]), seeds[0], tta, row.get("probe_c", 1.0))
@@ -57,7 +79,7 @@ def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path) -> list
     for seed in seeds:
         config = row_config(base, row, seed)
         run = runs / f"{row.get('run', row['name'])}-seed{seed}"
-        trained = train_run(bench, run, config, row.get("stages"), row.get("pseudo_labels"))
+        trained = train_run(bench, run, config, row.get("stages"), row.get("pseudo_labels"), workers)
         probabilities, labels = bench.score(trained["run"], "test", tta)
         results.append({"seed": seed, "seconds": trained["seconds"], "test": errors(probabilities, labels),
                         "valid_top1_err": errors(*bench.score(trained["run"], "valid", tta="none"))["top1_err"],
@@ -111,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rows", default=str(ROWS))
     parser.add_argument("--only", nargs="+", help="run only these rows (and the reference)")
     parser.add_argument("--reference", help="the row every row is compared with (default: the rows file's)")
+    parser.add_argument("--workers", type=int, default=4, help="loader threads of each run that trains on images (default: 4)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -126,6 +149,9 @@ def main() -> None:
     for row in spec["rows"]:
         if len({by_name[m].get("tta", "flip") for m in ensemble_members(row)}) > 1:
             parser.error(f"row {row['name']}: the rows of an ensemble must be scored with the same tta")
+    conflicts = shared_run_conflicts(base, spec["rows"])
+    if conflicts:
+        parser.error("; ".join(conflicts))
     wanted = rows_to_run(by_name, args.only or (), reference)
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
     started = time.monotonic()
@@ -142,7 +168,7 @@ def main() -> None:
         if "ensemble_of" in row:
             per_row[row["name"]] = ensemble_row([per_row[m] for m in ensemble_members(row)], row.get("by_seed", False))
         else:
-            per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs)
+            per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs, args.workers)
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
             "image_size": config.image_size, "tta": trained[0].get("tta", "flip"),

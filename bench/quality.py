@@ -148,6 +148,7 @@ def main() -> None:
                         help="fit the linear probes (default: on; off skips their pass of the training photos on the float32 front, the longest pass where the runs train on int8)")
     parser.add_argument("--check-images", action=argparse.BooleanOptionalAction, default=True,
                         help="at the end, score seed 0's multi-loss model with tools/evaluate.py on the test images and count the agreement (default: on)")
+    parser.add_argument("--workers", type=int, default=4, help="loader threads of each run that trains on images (default: 4)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -202,7 +203,7 @@ def main() -> None:
                 run = runs / f"{run_name}-{size}px-seed{seed}"
 
                 def measure() -> dict:
-                    trained = train_run(bench, run, variant_config(config, name, seed, size), stages)
+                    trained = train_run(bench, run, variant_config(config, name, seed, size), stages, workers=args.workers)
                     done = trained["state"]["completed"]
                     valid = bench.score(run, "valid", tta="none")
                     return {"seed": seed, "seconds": sum(done[stage]["seconds"] for stage in stages),

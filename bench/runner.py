@@ -77,13 +77,13 @@ class Bench:
 
     def inputs(self, tower, config, split: str, views: int | tuple[str, ...], blocks: int | None = None):
         """Cached inputs of the part of `tower` after its last `blocks` trainable blocks (default:
-        where the config's frozen front ends), and the labels, for `views` of `split` (a count of
-        training views, or their names)."""
+        where the config's cached front ends, cached_front_cut), and the labels, for `views` of
+        `split` (a count of training views, or their names)."""
         from siamdog.data.augment import Augmentation
         from siamdog.training.feature_cache import stage_inputs
         from siamdog.training.front_engines import FrontEngine
 
-        front_blocks = max(s.trainable_blocks for s in config.stages)
+        front_blocks = cached_front_cut(config)
         batches = self.batches(split, config)
         augmentation = Augmentation(**dataclasses.asdict(config.augment))
         cut = front_blocks if blocks is None else blocks
@@ -108,7 +108,8 @@ class Bench:
     def pass_seconds(self, config, tta: str = "flip") -> dict[str, dict[str, float]]:
         """Make (or find) the cached passes a run of `config` and its scoring with `tta` need;
         the seconds each took when it was made ({split: {pass key: seconds}}), kept in the
-        cache folder, since later runs only read them."""
+        cache folder, since later runs only read them. A run that trains on images reads no
+        training pass; its valid and test passes (pooled features) stand for its scoring."""
         from siamdog.models.backbones import build_tower
         from siamdog.training.feature_cache import passes_of, training_views
 
@@ -116,8 +117,12 @@ class Bench:
         record = self.data / ".siamdog-cache" / "pass-seconds.json"
         made = json.loads(record.read_text()) if record.is_file() else {}
         seconds = {}
-        blocks = max(s.trainable_blocks for s in config.stages)
-        for split, views in {"train": training_pass_views(config), "valid": 1, "test": scored_views("test", tta)}.items():
+        blocks = cached_front_cut(config)
+        splits = {"train": training_pass_views(config), "valid": 1, "test": scored_views("test", tta)}
+        if not config.feature_cache_views:
+            seconds["train"] = {}
+            del splits["train"]
+        for split, views in splits.items():
             seconds[split] = {}
             for pass_views in passes_of(views):
                 # A pass of a training pass's views goes by their count, as the cache names it.
@@ -136,7 +141,8 @@ class Bench:
         return seconds
 
     def score(self, run: Path, split: str = "test", tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities, labels) of a run's best.keras on `split`, from the cached passes."""
+        """(class probabilities, labels) of a run's best.keras on `split`, from the cached passes,
+        or from the images where it trained blocks inside the passes' cached front (a run on images)."""
         from siamdog.config import load_config
         from siamdog.data.features import FeatureBatches
         from siamdog.evaluate import load_run_model
@@ -151,6 +157,8 @@ class Bench:
         # from there on, the model runs on the cached inputs (pooled features for a frozen stage).
         best_stage = json.loads((run / "best.json").read_text())["stage"]
         cut = next(s.trainable_blocks for s in config.stages if s.name == best_stage)
+        if cut > cached_front_cut(config):  # a run on images trained blocks that no pass holds
+            return predict_batches(model.image_classifier, self.batches(split, config), tta)
         _, tail = split_tower(tower, config.backbone, cut)
         cached_classifier = heads_of(model, tail).classifier
         views, labels = self.view_inputs(tower, config, split, tta, blocks=cut)
@@ -186,15 +194,24 @@ class Bench:
                 "top1_err_images": round(json.loads((out / "metrics.json").read_text())["top1_error"], 4)}
 
 
+def cached_front_cut(config) -> int:
+    """How many of the tower's last blocks the cached passes of `config` leave out (their front
+    ends there): those its stages train, where it trains on the cache; none where it trains on
+    images, whose passes are only the pooled features that the probe and the scoring of a stage
+    with a frozen tower read (a pass that stopped early for a run on images would store the
+    large activations of the tower's first layers, about 2.7 MB an image at 299 px)."""
+    return max(s.trainable_blocks for s in config.stages) if config.feature_cache_views else 0
+
+
 def split_seconds(*pass_seconds: dict[str, dict[str, float]]) -> dict[str, float]:
     """The seconds of the cached passes of one or more Bench.pass_seconds by split, a pass that
     several share counted once."""
     return {split: round(sum({k: v for made in pass_seconds for k, v in made[split].items()}.values()), 1) for split in pass_seconds[0]}
 
 
-def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, pseudo_labels: dict | None = None) -> dict:
-    """Train (or resume) a run of `config` in `run`: its state, the folder of the model to score
-    and the seconds its training took. With `pseudo_labels` ({"threshold": T, "rounds": N}), the
+def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, pseudo_labels: dict | None = None, workers: int = 4) -> dict:
+    """Train (or resume) a run of `config` in `run`, reading its images with `workers` loader
+    threads: its state, the folder of the model to score and the seconds its training took. With `pseudo_labels` ({"threshold": T, "rounds": N}), the
     run goes on with pseudo-label rounds on the test photos, without their labels (as `siamdog
     train --pseudo-labels DATA/test` would): the model is the last round's, and the seconds
     count every round's training and labelling."""
@@ -205,10 +222,10 @@ def train_run(bench: Bench, run: Path, config, stages: list[str] | None = None, 
 
     keras.backend.clear_session()
     if not pseudo_labels:
-        state = train(bench.data, run, config, stages=stages, verbose=0)
+        state = train(bench.data, run, config, stages=stages, workers=workers, verbose=0)
         return {"state": state, "run": run, "seconds": training_seconds(state)}
     rounds = pseudo_labels.get("rounds", 1)
-    final, state = train_with_pseudo_labels(bench.data, run, config, bench.data / "test", pseudo_labels["threshold"], rounds, stages, verbose=0)
+    final, state = train_with_pseudo_labels(bench.data, run, config, bench.data / "test", pseudo_labels["threshold"], rounds, stages, workers, verbose=0)
     folders = [run, *(round_folder(run, r) for r in range(1, rounds + 1))]
     seconds = sum(training_seconds(json.loads((folder / "state.json").read_text())) for folder in folders)
     seconds += sum(json.loads((folder / "pseudo-labels.json").read_text())["seconds"] for folder in folders[1:])

@@ -156,24 +156,66 @@ def test_the_summary_takes_each_row_from_the_latest_run_that_asked_for_it_and_na
     assert lines[2][1].endswith("(its description changed since)")
 
 
-def test_every_ablation_row_makes_a_valid_config_and_names_rows_that_exist():
+def rows_files() -> list[tuple[str, dict]]:
+    """(name, spec) of every rows file of bench/ablation.py in bench/configs (those with rows)."""
     import yaml
 
+    from bench.runner import REPO
+
+    specs = [(path.name, yaml.safe_load(path.read_text())) for path in sorted((REPO / "bench" / "configs").glob("*.yaml"))]
+    return [(name, spec) for name, spec in specs if "rows" in spec]
+
+
+def test_every_ablation_row_makes_a_valid_config_and_names_rows_that_exist():
     from bench.ablation import ensemble_members, row_config, rows_named_by
     from bench.ablation_summary import row_tta
     from bench.runner import REPO
     from siamdog.config import load_config
 
-    spec = yaml.safe_load((REPO / "bench" / "configs" / "ablation.yaml").read_text())
-    base = load_config(REPO / "bench" / "configs" / f"{spec['base']}.yaml")
-    by_name = {row["name"]: row for row in spec["rows"]}
-    assert len(by_name) == len(spec["rows"]), "row names are unique"
-    for row in spec["rows"]:
-        for name in rows_named_by(row):
-            assert name in by_name, f"{row['name']} names {name}"
-        for seed in spec["seeds"]:
-            row_config(base, row, seed)
-        assert {row_tta(by_name[m], by_name) for m in ensemble_members(row)} <= {row_tta(row, by_name)}
+    files = rows_files()
+    assert {"ablation.yaml", "full-finetune.yaml", "gpu-finetune.yaml"} <= {name for name, _ in files}
+    for file, spec in files:
+        base = load_config(REPO / "bench" / "configs" / f"{spec['base']}.yaml")
+        by_name = {row["name"]: row for row in spec["rows"]}
+        assert len(by_name) == len(spec["rows"]), f"{file}: row names are unique"
+        assert spec["reference"] in by_name, file
+        for row in spec["rows"]:
+            for name in rows_named_by(row):
+                assert name in by_name, f"{file}: {row['name']} names {name}"
+            for seed in spec["seeds"]:
+                row_config(base, row, seed)
+            assert {row_tta(by_name[m], by_name) for m in ensemble_members(row)} <= {row_tta(row, by_name)}
+
+
+def test_the_ablation_s_rows_files_give_rows_that_share_a_run_the_same_training():
+    from bench.ablation import shared_run_conflicts
+    from bench.runner import REPO
+    from siamdog.config import load_config
+
+    for file, spec in rows_files():
+        assert shared_run_conflicts(load_config(REPO / "bench" / "configs" / f"{spec['base']}.yaml"), spec["rows"]) == [], file
+
+
+def test_rows_that_share_a_run_but_train_it_otherwise_are_named_before_anything_trains():
+    from bench.ablation import shared_run_conflicts
+    from bench.runner import REPO
+    from siamdog.config import load_config
+
+    base = load_config(REPO / "bench" / "configs" / "ablation-base.yaml")
+    heads = {"name": "heads", "stages": ["heads"], "settings": {"mode": "softmax", "embedding_size": 0}}
+    crops = {**heads, "name": "heads_crops", "run": "heads", "tta": "crops"}
+    assert shared_run_conflicts(base, [{**heads, "run": "heads"}, crops]) == [], "another tta alone scores the same runs"
+    assert shared_run_conflicts(base, [crops]) == [], "a row alone shares with nobody"
+    more_stages = {**crops, "name": "more", "stages": ["heads", "finetune"]}
+    assert shared_run_conflicts(base, [{**heads, "run": "heads"}, more_stages]) == ["rows heads and more share run heads but differ in: stages run"]
+    other_epochs = {**crops, "name": "longer", "stage_settings": {"heads": {"epochs": 99}}}
+    pseudo = {**crops, "name": "pseudo", "pseudo_labels": {"threshold": 0.9}}
+    assert shared_run_conflicts(base, [{**heads, "run": "heads"}, other_epochs, pseudo]) == [
+        "rows heads and longer share run heads but differ in: stages",
+        "rows heads and pseudo share run heads but differ in: pseudo_labels",
+    ]
+    probes = [{"name": p, "run": "probe", "probe": True, "probe_c": c} for p, c in (("p1", 1.0), ("p2", 0.001))]
+    assert shared_run_conflicts(base, probes) == [], "a probe trains no run folder"
 
 
 def test_pass_seconds_add_up_by_split_and_a_shared_pass_counts_once():
@@ -359,3 +401,27 @@ def test_the_calibration_bench_s_run_folder_makes_train_calibrate_and_nothing_el
         state = train(demo / "data", run, config, verbose=0)
     assert "same-class head on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
     assert state["verification_seconds"] > 0 and (run / "verification.json").is_file()
+
+
+def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_its_passes_hold_only_pooled_features(demo, tmp_path):
+    import shutil
+
+    from bench.runner import Bench, cached_front_cut
+    from siamdog.training.trainer import train
+    from tests.conftest import STAGES, tiny_config
+
+    data = tmp_path / "data"
+    for split, source in (("train", demo / "data" / "train"), ("valid", demo / "data" / "valid"), ("test", demo / "test")):
+        shutil.copytree(source, data / split)
+    config = tiny_config(mode="softmax", stages=[STAGES[0], {**STAGES[1], "epochs": 1}])
+    assert cached_front_cut(config) == 0, "a run on images: the passes are the pooled features"
+    assert cached_front_cut(tiny_config(feature_cache_views=1)) == 2, "a run on the cache: the front ends where the fine-tuned blocks begin"
+    run = tmp_path / "run"
+    train(data, run, config, stages=["finetune"], verbose=0)
+
+    bench = Bench(data)
+    assert bench.pass_seconds(config, "flip")["train"] == {}, "a run on images reads no training pass"
+    check = bench.check_against_images(run, "flip")
+    assert check["agree"] == check["images"] == 32, "scored as tools/evaluate.py scores the test images"
+    shapes = [np.load(path, mmap_mode="r").shape for path in (data / ".siamdog-cache").glob("*.npy")]
+    assert shapes and all(shape[2:] == (2048,) for shape in shapes), f"only pooled features are cached: {shapes}"
