@@ -1,8 +1,9 @@
 """Run by tests/test_distribution.py, once alone and once as each of two processes of one
 multi-process JAX run (Keras's KERAS_DISTRIBUTION_* variables): a tiny multi-loss run, its
-losses per epoch printed as JSON.
+losses per epoch printed as JSON; or with `lr-find`, its stage's learning-rate sweep, the loss
+of each step.
 
-    python tests/multiprocess_run.py DATA OUT DISTRIBUTION LOADER_THREADS
+    python tests/multiprocess_run.py DATA OUT DISTRIBUTION LOADER_THREADS [lr-find]
 """
 
 import json
@@ -15,6 +16,7 @@ from siamdog.training.distribution import join_processes  # noqa: E402
 
 join_processes()
 
+from siamdog.training.lr_finder import find_learning_rate  # noqa: E402
 from siamdog.training.trainer import train  # noqa: E402
 from tests.conftest import STAGES, read_history, tiny_config  # noqa: E402
 
@@ -23,6 +25,10 @@ def main() -> None:
     data, out, distribution, loader_threads = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     # No dropout: its masks are drawn per device.
     config = tiny_config(mode="multiloss", dropout=0.0, distribution=distribution, stages=[{**STAGES[1], "epochs": 2}])
+    if sys.argv[5:] == ["lr-find"]:
+        sweep = find_learning_rate(data, config, start=1e-5, end=1e-1, steps=12, workers=loader_threads)
+        print(json.dumps(sweep.losses.tolist()))
+        return
     train(data, out, config, workers=loader_threads, verbose=0)
     print(json.dumps([float(row["loss"]) for row in read_history(out, "finetune")]))
 

@@ -85,3 +85,31 @@ def test_lr_find_refuses_bad_requests_in_one_line(demo, tmp_path, capsys, extra,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweep_in_one_of_several_processes_feeds_its_share_of_each_batch(monkeypatch):
+    from types import SimpleNamespace
+
+    import keras
+
+    from siamdog.training import distribution, lr_finder
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            rows = np.arange(4) + 4 * index
+            return rows[:, None].astype("float32"), rows
+
+    fed = []
+
+    def train_on_batch(x, y, return_dict):
+        fed.append(y.tolist())
+        return {"loss": 1.0}
+
+    prepared = SimpleNamespace(model=SimpleNamespace(optimizer=SimpleNamespace(learning_rate=0.0), train_on_batch=train_on_batch),
+                               data=Batches(), samples=SimpleNamespace(set_epoch=lambda epoch: None))
+    monkeypatch.setattr(distribution, "process_place", lambda: (1, 2))  # the second of two processes
+    lr_finder._sweep(prepared, np.geomspace(1e-3, 1e-1, 3))
+    assert fed == [[2, 3], [6, 7], [2, 3]], "its half of each batch, as fit feeds it"

@@ -127,14 +127,17 @@ def find_learning_rate(
 def _sweep(prepared, rates: np.ndarray) -> list[float]:
     from tqdm import tqdm
 
+    from siamdog.training.distribution import process_data
+
     optimizer = prepared.model.optimizer
     losses: list[float] = []
-    batches = len(prepared.data)
+    data = process_data(prepared.data)  # in a run of several processes, this one's share of each batch
+    batches = len(data)
     for step, rate in enumerate(tqdm(rates, desc="learning-rate sweep", unit="step")):
         if step % batches == 0:
             prepared.samples.set_epoch(step // batches)  # each epoch's order, as fit would draw it
         optimizer.learning_rate = float(rate)
-        x, y = prepared.data[step % batches]
+        x, y = data[step % batches]
         losses.append(float(prepared.model.train_on_batch(x, y, return_dict=True)["loss"]))
         if diverged(smoothed(losses)):
             log.info("the loss diverged at learning rate %.3g; sweep stopped after %d steps", rate, step + 1)
