@@ -119,6 +119,18 @@ def test_two_jax_processes_sweep_the_learning_rate_as_one_process_does(demo, tmp
 
 
 @pytest.mark.other_backends
+def test_two_jax_processes_run_a_pseudo_label_round_as_one_process_does(demo, tmp_path):
+    pytest.importorskip("jax", reason="needs JAX (pip install 'siamdog[jax]')")
+    [alone] = multiprocess_losses(demo / "data", tmp_path / "alone", "none", 1, what=("pseudo-labels",))
+    first, second = multiprocess_losses(demo / "data", tmp_path / "two", "data_parallel", 2, what=("pseudo-labels",))
+    # Each process labels the photos with its copy of the model, lays out its own round and
+    # trains it: the same photos chosen, the same round's losses.
+    assert alone[0] > 0 and len(alone) == 3, "some photos pseudo-labelled, then the round's two epochs"
+    assert first == second
+    assert first == pytest.approx(alone, rel=1e-4)
+
+
+@pytest.mark.other_backends
 def test_a_jax_run_trains_on_the_same_batches_whatever_its_loader_thread_count(demo, tmp_path):
     pytest.importorskip("jax", reason="needs JAX (pip install 'siamdog[jax]')")
     # JAX's fit would start an epoch to build the compiled losses; with two threads the batches
