@@ -379,6 +379,18 @@ def test_max_epochs_below_one_is_one_clear_error(demo, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "siamdog train: error: --max-epochs must be at least 1, got 0"
 
 
+def test_a_cache_in_front_of_a_stage_that_trains_every_block_is_warned_about(caplog):
+    from siamdog.training.trainer import check_settings
+
+    every_block = [{**STAGES[0]}, {**STAGES[1], "trainable_blocks": 14}]
+    with caplog.at_level("WARNING"):
+        check_settings(tiny_config(feature_cache_views=2, stages=every_block), 4)
+        check_settings(tiny_config(feature_cache_views=2), 4)
+        check_settings(tiny_config(stages=every_block), 4)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("feature_cache_views: stage finetune trains every block of xception")
+
+
 def test_unknown_stage_names_are_refused(demo, tmp_path):
     with pytest.raises(SiamdogError, match="unknown stage"):
         train(demo / "data", tmp_path / "run", tiny_config(), stages=["heads", "warmup"], verbose=0)

@@ -158,6 +158,13 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
         raise SiamdogError(
             f"batch_size {config.batch_size}: the multi-loss model pairs images within a batch, so a batch needs at least 2 (or use mode softmax)"
         )
+    whole_tower = [stage.name for stage in config.stages if stage.trainable_blocks == spec.num_blocks]
+    if config.feature_cache_views and whole_tower:
+        log.warning(
+            "feature_cache_views: stage %s trains every block of %s, so the cached pass holds only each view's preprocessed "
+            "pixels: it saves no work, and the stages see the same cached views every epoch instead of new augmentations; "
+            "set feature_cache_views 0 to train on the images", ", ".join(whole_tower), config.backbone,
+        )
     if config.front_engine != "keras" and not config.feature_cache_views:
         raise SiamdogError(f"front_engine {config.front_engine}: runs the cached pass, so it needs feature_cache_views >= 1")
     if config.sampler == "class_balanced":
