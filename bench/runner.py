@@ -23,6 +23,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+# The weights of the bench's profiles: their passes' keys do not name them (they were kept before
+# another weights file was benched).
+DEFAULT_WEIGHTS = "../shared/weights/xception_imagenet_notop.weights.h5"
 VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
 
 
@@ -128,10 +131,7 @@ class Bench:
                 # A pass of a training pass's views goes by their count, as the cache names it.
                 if not isinstance(pass_views, int) and pass_views == training_views(len(pass_views)):
                     pass_views = len(pass_views)
-                shown = f"{pass_views}views" if isinstance(pass_views, int) else "+".join(pass_views).replace(" ", "_")
-                key = f"{config.backbone}-{config.image_size}px-{shown}-{blocks}blocks-{split}"
-                if split == "train" and config.front_engine != "keras":
-                    key += f"-{config.front_engine}"
+                key = pass_key(config, split, pass_views, blocks)
                 started = time.monotonic()
                 self.inputs(tower, config, split, pass_views)
                 self.inputs(tower, config, split, pass_views, blocks=0)  # pooled features: heads and the probe
@@ -202,6 +202,21 @@ def cached_front_cut(config) -> int:
     preprocessing alone: its pass would store each view's pixels, 0.5 MB at 299 px, to save no
     work)."""
     return max(s.trainable_blocks for s in config.stages) if config.feature_cache_views else 0
+
+
+def pass_key(config, split: str, views: int | tuple[str, ...], blocks: int) -> str:
+    """The name under which a cached pass's seconds are kept: whatever makes two passes differ
+    (the tower, its weights and precision, the views, the front's cut, the split and the training
+    pass's engine), so that a row never reports another pass's seconds as its own."""
+    shown = f"{views}views" if isinstance(views, int) else "+".join(views).replace(" ", "_")
+    key = f"{config.backbone}-{config.image_size}px-{shown}-{blocks}blocks-{split}"
+    if config.weights != DEFAULT_WEIGHTS:
+        key += f"-{Path(config.weights).name.removesuffix('.weights.h5')}"
+    if config.precision != "float32":
+        key += f"-{config.precision}"
+    if split == "train" and config.front_engine != "keras":
+        key += f"-{config.front_engine}"
+    return key
 
 
 def split_seconds(*pass_seconds: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -228,6 +228,25 @@ def test_pass_seconds_add_up_by_split_and_a_shared_pass_counts_once():
     assert split_seconds(int8) == {"train": 883.2, "valid": 108.3, "test": 792.3}
 
 
+def test_passes_that_differ_in_precision_weights_or_training_engine_keep_their_seconds_apart():
+    import dataclasses
+
+    from bench.runner import REPO, pass_key
+    from siamdog.config import load_config
+
+    probe = load_config(REPO / "bench" / "configs" / "ablation-base.yaml")
+    assert pass_key(probe, "test", 2, 0) == "xception-299px-2views-0blocks-test", "the profiles' keys stay as they were kept"
+    fine_tuned = dataclasses.replace(probe, precision="mixed_bfloat16")
+    half_weights = dataclasses.replace(probe, weights="../shared/weights/xception_imagenet_notop.fp16.weights.h5")
+    int8 = dataclasses.replace(probe, front_engine="openvino_int8")
+    keys = {pass_key(c, "test", 2, 0) for c in (probe, fine_tuned, half_weights)}
+    assert len(keys) == 3, keys
+    assert pass_key(half_weights, "valid", 1, 0) == "xception-299px-1views-0blocks-valid-xception_imagenet_notop.fp16"
+    assert pass_key(int8, "train", 2, 2).endswith("-openvino_int8") and pass_key(int8, "test", 2, 2) == pass_key(probe, "test", 2, 2), \
+        "only the training pass runs on the front engine"
+    assert pass_key(probe, "test", ("zoomed", "zoomed mirrored"), 2) == "xception-299px-zoomed+zoomed_mirrored-2blocks-test"
+
+
 def test_a_run_s_time_adds_its_stages_and_the_same_class_calibration_of_a_multiloss_run():
     from bench.runner import training_seconds
 
