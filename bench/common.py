@@ -7,6 +7,7 @@ import platform
 import resource
 import shlex
 import sys
+import time
 from pathlib import Path
 
 
@@ -61,3 +62,13 @@ def write_results(out_dir: str | os.PathLike, stem: str, results: dict, title: s
     print(markdown)
     print(f"wrote {out_dir / f'{stem}.json'}")
     return out_dir / f"{stem}.json"
+
+
+def images_per_second(run, batch, repeats: int) -> float:
+    """Images per second of `run(batch)` over `repeats` calls, after one untimed call (tracing,
+    compilation, warm-up)."""
+    run(batch)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run(batch)
+    return repeats * len(batch) / (time.perf_counter() - started)

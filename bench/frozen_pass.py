@@ -37,7 +37,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench.common import header, markdown_table, write_results  # noqa: E402
+from bench.common import header, images_per_second, markdown_table, write_results  # noqa: E402
 from bench.runner import SHARED, organized_data  # noqa: E402
 from siamdog.data.augment import Augmentation  # noqa: E402
 from siamdog.data.batches import DirectoryBatches  # noqa: E402
@@ -92,14 +92,6 @@ def onnxruntime_runner(model: keras.Model, sample: np.ndarray):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda batch: session.run(None, {name: batch})[0]
-
-
-def images_per_second(run, batch: np.ndarray, repeats: int) -> float:
-    run(batch)  # tracing, compilation, warm-up
-    started = time.perf_counter()
-    for _ in range(repeats):
-        run(batch)
-    return repeats * len(batch) / (time.perf_counter() - started)
 
 
 def main() -> None:

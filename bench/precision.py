@@ -15,7 +15,6 @@ bench/results/precision-<date>.json and .md.
 
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import header, markdown_table, write_results  # noqa: E402
+from bench.common import header, images_per_second, markdown_table, write_results  # noqa: E402
 from bench.input_size import pooled_features, probe_model, shared_dogs, subset, subset_parser  # noqa: E402
 from bench.runner import SHARED  # noqa: E402
 from bench.stats import mcnemar  # noqa: E402
@@ -31,17 +30,8 @@ from bench.stats import mcnemar  # noqa: E402
 SIZE = 299
 
 
-def images_per_second(step, images: np.ndarray, repeats: int) -> float:
-    """`step` run `repeats` times on `images` after one untimed call (which builds and compiles it)."""
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return repeats * len(images) / (time.perf_counter() - started)
-
-
-def training_step(tower, photos: np.ndarray, labels: np.ndarray, classes: int):
-    """One SGD step of the whole tower and a softmax head on `photos`, as a function."""
+def training_step(tower, labels: np.ndarray, classes: int):
+    """One SGD step of the whole tower and a softmax head on a batch of photos with `labels`, as a function of the batch."""
     import keras
 
     from siamdog.models.backbones import get_backbone, unfreeze_last_blocks
@@ -50,7 +40,7 @@ def training_step(tower, photos: np.ndarray, labels: np.ndarray, classes: int):
     model = build_model("softmax", tower, classes).training
     unfreeze_last_blocks(tower, "xception", get_backbone("xception").num_blocks)
     model.compile(optimizer=keras.optimizers.SGD(0.003, momentum=0.9), loss="sparse_categorical_crossentropy")
-    return lambda: model.train_on_batch(photos, labels)
+    return lambda batch: model.train_on_batch(batch, labels)
 
 
 def main() -> None:
@@ -71,11 +61,11 @@ def main() -> None:
     right = {}
     for precision in ["float32", *args.precisions]:
         tower = build_tower("xception", str(SHARED / "weights" / "xception_imagenet_notop.weights.h5"), SIZE, precision)
-        rate = images_per_second(lambda: tower.predict_on_batch(photos), photos, 1)
+        rate = images_per_second(tower.predict_on_batch, photos, 1)
         suffix = "" if precision == "float32" else f"-{precision}"
         features = pooled_features(dogs, held_out, SIZE, work / f"held-out-{SIZE}{suffix}.npy", precision)
         right[precision] = probe.predict(features) == test_y
-        training_rate = images_per_second(training_step(tower, photos, photo_labels, len(set(train_y))), photos, 2)
+        training_rate = images_per_second(training_step(tower, photo_labels, len(set(train_y))), photos, 2)
         entry = {"images_s": round(rate, 2), "training_step_images_s": round(training_rate, 2), "top1_err": round(float(1 - right[precision].mean()), 4)}
         if precision != "float32":
             entry["against_float32"] = mcnemar(right[precision], right["float32"])
