@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rows", default=str(ROWS))
     parser.add_argument("--only", nargs="+", help="run only these rows (and the reference)")
     parser.add_argument("--reference", help="the row every row is compared with (default: the rows file's)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="train these seeds instead of the rows file's")
     parser.add_argument("--workers", type=int, default=4, help="loader threads of each run that trains on images (default: 4)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -154,39 +155,48 @@ def main() -> None:
         parser.error("; ".join(conflicts))
     wanted = rows_to_run(by_name, args.only or (), reference)
     rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
+    seeds = args.seeds or spec["seeds"]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
     results = {**header("ablation"), "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
-               "reference": reference, "seeds": spec["seeds"], **data_summary(bench.data), "rows": {}}
+               "reference": reference, "seeds": seeds, **data_summary(bench.data), "rows": {}}
     runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
+    # Another rows file than the ablation's own names its results, as --only's rows do.
+    other_rows = [Path(args.rows).stem] if Path(args.rows).resolve() != ROWS.resolve() else []
+    stem = "-".join(["ablation", results["date"], *other_rows, *(args.only or [])])
+    options = (f" --reference {reference}" if args.reference else "") + (f" --seeds {' '.join(map(str, seeds))}" if args.seeds else "")
     per_row = {}
     for row in rows:
         # An ensemble's cached passes are its rows' (each counted once where they share one).
         trained = [by_name[m] for m in ensemble_members(row)] or [row]
-        passes = split_seconds(*(bench.pass_seconds(row_config(base, t, spec["seeds"][0]), t.get("tta", "flip")) for t in trained))
-        config = row_config(base, trained[0], spec["seeds"][0])
+        passes = split_seconds(*(bench.pass_seconds(row_config(base, t, seeds[0]), t.get("tta", "flip")) for t in trained))
+        config = row_config(base, trained[0], seeds[0])
         if "ensemble_of" in row:
             per_row[row["name"]] = ensemble_row([per_row[m] for m in ensemble_members(row)], row.get("by_seed", False))
         else:
-            per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", spec["seeds"]), runs, args.workers)
+            per_row[row["name"]] = run_row(bench, base, row, row.get("seeds", seeds), runs, args.workers)
         results["rows"][row["name"]] = {
             **summarize(per_row[row["name"]], sum(passes.values()) / 60), "what": row["what"], "passes_seconds": passes,
             "image_size": config.image_size, "tta": trained[0].get("tta", "flip"),
-            "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}" + (f" --reference {reference}" if args.reference else ""),
+            "command": f"python bench/ablation.py --rows {results['rows_file']} --only {row['name']}{options}",
         }
-    for row in rows:
+        # Written after every row, so an interrupted ablation keeps the rows it finished.
+        add_comparisons(results["rows"], per_row, rows, reference)
+        results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        results["total_seconds"] = round(time.monotonic() - started, 1)
+        write_results(args.out, stem, results, "siamdog ablation on held-out dogs120 photos", report(results))
+
+
+def add_comparisons(figures: dict[str, dict], per_row: dict[str, list[dict]], rows: list[dict], reference: str) -> None:
+    """Each finished row's paired tests (`figures[name]`) against the reference and against the
+    rows it names under compare_with, where those have finished too; the reference has its own
+    line. Rows named by a row that --only left out do not run."""
+    for row in (r for r in rows if r["name"] in per_row):
         name, seeds = row["name"], per_row[row["name"]]
-        if name != reference:
-            results["rows"][name]["against_reference"] = compare(seeds, per_row[reference][: len(seeds)])
-        # Rows named by a row that --only left out do not run; the reference has its own line.
+        if name != reference and reference in per_row:
+            figures[name]["against_reference"] = compare(seeds, per_row[reference][: len(seeds)])
         for other in (o for o in row.get("compare_with", []) if o in per_row and o != reference):
-            results["rows"][name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
-    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    results["total_seconds"] = round(time.monotonic() - started, 1)
-    # Another rows file than the ablation's own names its results, as --only's rows do.
-    other_rows = [Path(args.rows).stem] if Path(args.rows).resolve() != ROWS.resolve() else []
-    stem = "-".join(["ablation", results["date"], *other_rows, *(args.only or [])])
-    write_results(args.out, stem, results, "siamdog ablation on held-out dogs120 photos", report(results))
+            figures[name].setdefault("against", {})[other] = compare(seeds, per_row[other][: len(seeds)])
 
 
 def pseudo_label_line(name: str, per_seed: list[dict]) -> str:

@@ -23,9 +23,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
-# The weights of the bench's profiles: their passes' keys do not name them (they were kept before
-# another weights file was benched).
-DEFAULT_WEIGHTS = "../shared/weights/xception_imagenet_notop.weights.h5"
 VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
 
 
@@ -110,17 +107,15 @@ class Bench:
 
     def pass_seconds(self, config, tta: str = "flip") -> dict[str, dict[str, float]]:
         """Make (or find) the cached passes a run of `config` and its scoring with `tta` need;
-        the seconds each took when it was made ({split: {pass key: seconds}}), kept in the
-        cache folder, since later runs only read them. A run that trains on images reads no
-        training pass; its valid and test passes (pooled features) stand for its scoring."""
+        the seconds each took to make when it was made, by split and by its pooled features'
+        cache file ({split: {file: seconds}}: one pass, one name, whichever rows read it). A
+        run that trains on images reads no training pass; its valid and test passes (pooled
+        features) stand for its scoring."""
         from siamdog.models.backbones import build_tower
-        from siamdog.training.feature_cache import passes_of, training_views
+        from siamdog.training.feature_cache import fill_seconds, passes_of, training_views
 
         tower = build_tower(config.backbone, config.weights, config.image_size, config.precision)
-        record = self.data / ".siamdog-cache" / "pass-seconds.json"
-        made = json.loads(record.read_text()) if record.is_file() else {}
         seconds = {}
-        blocks = cached_front_cut(config)
         splits = {"train": training_pass_views(config), "valid": 1, "test": scored_views("test", tta)}
         if not config.feature_cache_views:
             seconds["train"] = {}
@@ -131,13 +126,10 @@ class Bench:
                 # A pass of a training pass's views goes by their count, as the cache names it.
                 if not isinstance(pass_views, int) and pass_views == training_views(len(pass_views)):
                     pass_views = len(pass_views)
-                key = pass_key(config, split, pass_views, blocks)
-                started = time.monotonic()
                 self.inputs(tower, config, split, pass_views)
-                self.inputs(tower, config, split, pass_views, blocks=0)  # pooled features: heads and the probe
-                made.setdefault(key, round(time.monotonic() - started, 1))
-                seconds[split][key] = made[key]
-        record.write_text(json.dumps(made, indent=1))
+                # Pooled features (heads and the probe), mapped from that pass: their seconds hold its seconds too.
+                pooled, _ = self.inputs(tower, config, split, pass_views, blocks=0)
+                seconds[split][Path(pooled.filename).stem] = fill_seconds(pooled)
         return seconds
 
     def score(self, run: Path, split: str = "test", tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
@@ -202,21 +194,6 @@ def cached_front_cut(config) -> int:
     preprocessing alone: its pass would store each view's pixels, 0.5 MB at 299 px, to save no
     work)."""
     return max(s.trainable_blocks for s in config.stages) if config.feature_cache_views else 0
-
-
-def pass_key(config, split: str, views: int | tuple[str, ...], blocks: int) -> str:
-    """The name under which a cached pass's seconds are kept: whatever makes two passes differ
-    (the tower, its weights and precision, the views, the front's cut, the split and the training
-    pass's engine), so that a row never reports another pass's seconds as its own."""
-    shown = f"{views}views" if isinstance(views, int) else "+".join(views).replace(" ", "_")
-    key = f"{config.backbone}-{config.image_size}px-{shown}-{blocks}blocks-{split}"
-    if config.weights != DEFAULT_WEIGHTS:
-        key += f"-{Path(config.weights).name.removesuffix('.weights.h5')}"
-    if config.precision != "float32":
-        key += f"-{config.precision}"
-    if split == "train" and config.front_engine != "keras":
-        key += f"-{config.front_engine}"
-    return key
 
 
 def split_seconds(*pass_seconds: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -83,6 +83,25 @@ def test_an_ensemble_by_seed_averages_each_row_s_run_of_that_seed_only():
     assert [r["seed"] for r in rows] == [0, 1] and all(r["seconds"] == 13.0 for r in rows)
 
 
+def test_a_finished_row_is_compared_with_the_reference_and_its_named_rows_only_once_they_have_finished_too():
+    from bench.ablation import add_comparisons
+
+    def runs(right):
+        return [{"seed": 0, "test": {"right": right, "top1_err": 1 - sum(right) / len(right)}}]
+
+    rows = [{"name": "tuned", "compare_with": ["heads"]}, {"name": "heads"}, {"name": "probe"}]
+    per_row = {"tuned": runs([True, True, True, False])}
+    figures = {"tuned": {}}
+    add_comparisons(figures, per_row, rows, reference="probe")
+    assert figures == {"tuned": {}}
+    per_row |= {"heads": runs([True, False, False, False]), "probe": runs([False, False, False, False])}
+    figures |= {"heads": {}, "probe": {}}
+    add_comparisons(figures, per_row, rows, reference="probe")
+    assert figures["tuned"]["against_reference"]["error_difference_points"] == -75.0
+    assert figures["tuned"]["against"]["heads"]["error_difference_points"] == -50.0
+    assert "against_reference" in figures["heads"] and figures["probe"] == {}
+
+
 def test_a_row_needs_the_rows_it_names_and_the_runs_of_an_ensemble_it_is_compared_with():
     from bench.ablation import rows_it_needs
 
@@ -221,30 +240,11 @@ def test_rows_that_share_a_run_but_train_it_otherwise_are_named_before_anything_
 def test_pass_seconds_add_up_by_split_and_a_shared_pass_counts_once():
     from bench.runner import split_seconds
 
-    int8 = {"train": {"xception-299px-2views-2blocks-train-openvino_int8": 883.2}, "valid": {"xception-299px-1views-2blocks-valid": 108.3},
-            "test": {"xception-299px-2views-2blocks-test": 417.0, "xception-299px-zoomed+zoomed_mirrored-2blocks-test": 375.3}}
-    keras_front = {**int8, "train": {"xception-299px-2views-2blocks-train": 100.0}}
+    int8 = {"train": {"train-5d8e0c1f-0a1b": 883.2}, "valid": {"valid-93c2d4aa-77e0": 108.3},
+            "test": {"test-0f3e2b19-4c2d": 417.0, "test-a81c66d0-9e1f": 375.3}}
+    keras_front = {**int8, "train": {"train-7b40e3c2-51aa": 100.0}}
     assert split_seconds(int8, keras_front) == {"train": 983.2, "valid": 108.3, "test": 792.3}
     assert split_seconds(int8) == {"train": 883.2, "valid": 108.3, "test": 792.3}
-
-
-def test_passes_that_differ_in_precision_weights_or_training_engine_keep_their_seconds_apart():
-    import dataclasses
-
-    from bench.runner import REPO, pass_key
-    from siamdog.config import load_config
-
-    probe = load_config(REPO / "bench" / "configs" / "ablation-base.yaml")
-    assert pass_key(probe, "test", 2, 0) == "xception-299px-2views-0blocks-test", "the profiles' keys stay as they were kept"
-    fine_tuned = dataclasses.replace(probe, precision="mixed_bfloat16")
-    half_weights = dataclasses.replace(probe, weights="../shared/weights/xception_imagenet_notop.fp16.weights.h5")
-    int8 = dataclasses.replace(probe, front_engine="openvino_int8")
-    keys = {pass_key(c, "test", 2, 0) for c in (probe, fine_tuned, half_weights)}
-    assert len(keys) == 3, keys
-    assert pass_key(half_weights, "valid", 1, 0) == "xception-299px-1views-0blocks-valid-xception_imagenet_notop.fp16"
-    assert pass_key(int8, "train", 2, 2).endswith("-openvino_int8") and pass_key(int8, "test", 2, 2) == pass_key(probe, "test", 2, 2), \
-        "only the training pass runs on the front engine"
-    assert pass_key(probe, "test", ("zoomed", "zoomed mirrored"), 2) == "xception-299px-zoomed+zoomed_mirrored-2blocks-test"
 
 
 def test_a_run_s_time_adds_its_stages_and_the_same_class_calibration_of_a_multiloss_run():

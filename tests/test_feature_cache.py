@@ -1,6 +1,7 @@
 """Cached tower features for frozen-tower stages: the batch source, the cache, the heads model."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,7 +14,7 @@ from siamdog.models.backbones import build_tower, split_tower, tower_between
 from siamdog.models.siamese import HeadFusion, accuracy_share, build_model, heads_of
 from siamdog.similarity import calibrate_verification
 from siamdog.inference import zoomed
-from siamdog.training.feature_cache import cached_outputs, stage_inputs, training_views, view_batch, weights_digest
+from siamdog.training.feature_cache import cached_outputs, fill_seconds, stage_inputs, training_views, view_batch, weights_digest
 from siamdog.errors import SiamdogError
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.trainer import train
@@ -92,6 +93,22 @@ def test_one_pass_is_cached_and_keyed_by_what_decides_it(tower, tmp_path):
     assert len(list(cache.glob("*.npy"))) == 3
     with pytest.raises(ValueError, match="unshuffled"):
         cached_outputs(tower, DirectoryBatches(folders, (71, 71), 2), 1, Augmentation())
+
+
+def test_a_pass_keeps_the_seconds_it_took_from_the_images_and_one_cached_without_them_is_made_again(tower, tmp_path):
+    folders = make_class_folders(tmp_path / "data" / "train", {"a": 3, "b": 2}, size=(30, 30))
+    batches = DirectoryBatches(folders, (71, 71), batch_size=2, shuffle=False)
+    front = stage_inputs(tower, "xception", 1, 1, batches, 1, Augmentation(), progress=False)
+    record = Path(front.filename).with_suffix(".json")
+    assert fill_seconds(front) == json.loads(record.read_text())["seconds"] >= 0
+    record.write_text(json.dumps({"seconds": 100.0}))  # as if the front's pass had been long
+    pooled = stage_inputs(tower, "xception", 1, 0, batches, 1, Augmentation(), progress=False)
+    assert Path(pooled.filename) != Path(front.filename)
+    assert fill_seconds(pooled) >= 100.0 and fill_seconds(pooled[0]) == fill_seconds(pooled), "a mapping counts the pass it was made from"
+    made = Path(front.filename).stat().st_ino
+    record.unlink()
+    again = stage_inputs(tower, "xception", 1, 1, batches, 1, Augmentation(), progress=False)
+    assert Path(again.filename).stat().st_ino != made and fill_seconds(again) < 100.0, "a pass whose seconds were not kept is made again"
 
 
 def test_a_pass_of_named_views_holds_those_views(tower, tmp_path):

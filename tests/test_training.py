@@ -391,6 +391,16 @@ def test_a_cache_in_front_of_a_stage_that_trains_every_block_is_warned_about(cap
     assert len(messages) == 1 and messages[0].startswith("feature_cache_views: stage finetune trains every block of xception")
 
 
+def test_mixed_float16_without_an_accelerator_is_warned_about(caplog):
+    from siamdog.training.trainer import check_settings
+
+    with caplog.at_level("WARNING"):
+        check_settings(tiny_config(precision="mixed_float16"), 4)
+        check_settings(tiny_config(precision="mixed_bfloat16"), 4)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith("precision mixed_float16: no GPU here")
+
+
 def test_unknown_stage_names_are_refused(demo, tmp_path):
     with pytest.raises(SiamdogError, match="unknown stage"):
         train(demo / "data", tmp_path / "run", tiny_config(), stages=["heads", "warmup"], verbose=0)

@@ -16,13 +16,16 @@ samples, ...) per pass, named by everything that decides its content (the weight
 image size, views, the file list, and for augmented views the seed and the augmentation
 settings), so several runs on the same organized data (the
 linear probe and each variant's stages) share one pass and a changed input never reuses a
-stale one. Large activations are stored as float16 in a memory-mapped file.
+stale one. Large activations are stored as float16 in a memory-mapped file. Beside each file,
+`<name>.json` keeps the seconds it took to make from the images (`fill_seconds`), the passes it
+was mapped from included; a file without them, from an older siamdog, is made again.
 """
 
 import dataclasses
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import keras
@@ -31,7 +34,7 @@ from tqdm import tqdm
 
 from siamdog.data.augment import Augmentation
 from siamdog.data.batches import DirectoryBatches
-from siamdog.files import replace_atomically
+from siamdog.files import read_json, replace_atomically, write_json
 from siamdog.inference import VIEWS, predict_batch
 from siamdog.models.backbones import tower_between
 from siamdog.training.front_engines import FrontEngine
@@ -86,10 +89,12 @@ def cache_path(batches: DirectoryBatches, front_key: dict, views: int | list[str
     return split.parent / ".siamdog-cache" / f"{split.name}-{digest}.npy"
 
 
-def _stored(path: Path, shape: tuple, dtype: str, fill) -> np.ndarray:
+def _stored(path: Path, shape: tuple, dtype: str, fill, earlier_seconds: float = 0.0) -> np.ndarray:
     """The array in `path` (memory-mapped), made by `fill(array)` under a temporary name first
-    if it is not there yet."""
-    if path.is_file():
+    if it is not there yet, and the seconds that took, plus `earlier_seconds` (those of the
+    passes it is made from), kept beside it."""
+    record = path.with_suffix(".json")
+    if path.is_file() and record.is_file():
         log.info("reading cached outputs from %s", path)
         return np.load(path, mmap_mode="r")
 
@@ -100,8 +105,16 @@ def _stored(path: Path, shape: tuple, dtype: str, fill) -> np.ndarray:
         del out
 
     path.parent.mkdir(exist_ok=True)
+    started = time.monotonic()
     replace_atomically(path, compute)
+    write_json(record, {"seconds": round(earlier_seconds + time.monotonic() - started, 1)})
     return np.load(path, mmap_mode="r")
+
+
+def fill_seconds(cached: np.ndarray) -> float:
+    """The seconds an array of the cache (or a view of one) took to make from the images, the
+    passes it was mapped from included."""
+    return read_json(Path(cached.filename).with_suffix(".json"))["seconds"]
 
 
 def cached_outputs(
@@ -161,7 +174,7 @@ def cached_mapping(
                     out[view, start : start + len(rows)] = predict_batch(part, rows)
                     bar.update(len(rows))
 
-    return _stored(path, (views, samples, *part.output_shape[1:]), dtype, fill)
+    return _stored(path, (views, samples, *part.output_shape[1:]), dtype, fill, fill_seconds(inputs))
 
 
 def stage_inputs(

@@ -45,7 +45,7 @@ from siamdog.training.callbacks import (
     TrainingCurves,
 )
 from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
-from siamdog.training.distribution import distributed, loader_workers, process_data
+from siamdog.training.distribution import distributed, has_accelerator, loader_workers, process_data
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
@@ -165,6 +165,11 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
             "pixels: it saves no work, and the stages see the same cached views every epoch instead of new augmentations; "
             "set feature_cache_views 0 to train on the images", ", ".join(whole_tower), config.backbone,
         )
+    if config.precision == "mixed_float16" and not has_accelerator():
+        # Measured with bench/precision.py on a CPU with AMX: 3 steps of the whole tower did not
+        # finish in 6 minutes, where float32 took under half a minute.
+        log.warning("precision mixed_float16: no GPU here, and on a CPU float16 trains many times slower than float32; "
+                    "use mixed_bfloat16 on a CPU with AVX-512 BF16 or AMX, else float32")
     if config.front_engine != "keras" and not config.feature_cache_views:
         raise SiamdogError(f"front_engine {config.front_engine}: runs the cached pass, so it needs feature_cache_views >= 1")
     if config.sampler == "class_balanced":
