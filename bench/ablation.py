@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
+from bench.common import header, markdown_table, today, peak_rss_mb, write_results  # noqa: E402
 from bench.quality import VARIANT_HEADER, comparison_line, variant_rows  # noqa: E402
 from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, pseudo_label_figures, split_seconds, summarize, train_run  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
@@ -136,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="train these seeds instead of the rows file's")
     parser.add_argument("--workers", type=int, default=4, help="loader threads of each run that trains on images (default: 4)")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
+    parser.add_argument("--runs", help="the folder of the trained runs, to score or extend another day's "
+                        "(default: WORK/runs/ablation-DATE)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
 
@@ -158,9 +160,9 @@ def main() -> None:
     seeds = args.seeds or spec["seeds"]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
+    runs = Path(args.runs) if args.runs else Path(args.work) / "runs" / f"ablation-{today()}"
     results = {**header("ablation"), "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
-               "reference": reference, "seeds": seeds, **data_summary(bench.data), "rows": {}}
-    runs = Path(args.work) / "runs" / f"ablation-{results['date']}"
+               "reference": reference, "seeds": seeds, "runs": os.path.relpath(runs, REPO), **data_summary(bench.data), "rows": {}}
     # Another rows file than the ablation's own names its results, as --only's rows do.
     other_rows = [Path(args.rows).stem] if Path(args.rows).resolve() != ROWS.resolve() else []
     stem = "-".join(["ablation", results["date"], *other_rows, *(args.only or [])])

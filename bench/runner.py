@@ -133,6 +133,23 @@ class Bench:
         return seconds
 
     def score(self, run: Path, split: str = "test", tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, labels) of a run's best.keras on `split` (scored_by_model),
+        kept in RUN/scores/SPLIT-TTA.npz while best.keras is the file it scored: another
+        invocation that scores the run again (a run on images takes minutes) reads them."""
+        kept = run / "scores" / f"{split}-{tta}.npz"
+        scored_model = (run / "best.keras").stat().st_mtime_ns
+        if kept.is_file():
+            with np.load(kept) as scores:
+                if int(scores["best_keras_mtime_ns"]) == scored_model:
+                    return scores["probabilities"], scores["labels"]
+        probabilities, labels = self.scored_by_model(run, split, tta)
+        kept.parent.mkdir(exist_ok=True)
+        written = kept.with_suffix(".partial.npz")  # renamed once whole: an interruption leaves no half file
+        np.savez(written, probabilities=probabilities, labels=np.asarray(labels), best_keras_mtime_ns=scored_model)
+        written.replace(kept)
+        return probabilities, np.asarray(labels)
+
+    def scored_by_model(self, run: Path, split: str, tta: str) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities, labels) of a run's best.keras on `split`, from the cached passes,
         or from the images where it trained blocks inside the passes' cached front (a run on images)."""
         from siamdog.config import load_config

@@ -1,5 +1,7 @@
 """The benchmarks' own arithmetic (the benchmarks themselves need ../shared and run by make)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -422,7 +424,7 @@ def test_the_calibration_bench_s_run_folder_makes_train_calibrate_and_nothing_el
     assert state["verification_seconds"] > 0 and (run / "verification.json").is_file()
 
 
-def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_its_passes_hold_only_pooled_features(demo, tmp_path):
+def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_its_passes_hold_only_pooled_features(demo, tmp_path, monkeypatch):
     import shutil
 
     from bench.runner import Bench, cached_front_cut
@@ -444,3 +446,15 @@ def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_i
     assert check["agree"] == check["images"] == 32, "scored as tools/evaluate.py scores the test images"
     shapes = [np.load(path, mmap_mode="r").shape for path in (data / ".siamdog-cache").glob("*.npy")]
     assert shapes and all(shape[2:] == (2048,) for shape in shapes), f"only pooled features are cached: {shapes}"
+
+    scored = bench.score(run, "test", "flip")
+    monkeypatch.setattr(Bench, "scored_by_model", lambda *args: pytest.fail("scored again, though best.keras is the one scored"))
+    again = bench.score(run, "test", "flip")
+    assert np.array_equal(again[0], scored[0]) and np.array_equal(again[1], scored[1]), "the kept scores"
+    monkeypatch.undo()
+    made = (run / "best.keras").stat().st_mtime_ns
+    os.utime(run / "best.keras", ns=(made + 10**9, made + 10**9))  # as a later stage's new best model would
+    rescored = []
+    monkeypatch.setattr(Bench, "scored_by_model", lambda self, *args: rescored.append(args) or scored)
+    bench.score(run, "test", "flip")
+    assert rescored == [(run, "test", "flip")], "a new best.keras is scored again"
