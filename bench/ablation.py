@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.common import header, markdown_table, today, peak_rss_mb, write_results  # noqa: E402
+from bench.common import header, markdown_table, peak_rss_mb, write_results  # noqa: E402
 from bench.quality import VARIANT_HEADER, comparison_line, variant_rows  # noqa: E402
 from bench.runner import REPO, Bench, compare, data_summary, errors, linear_probe, organized_data, pseudo_label_figures, split_seconds, summarize, train_run  # noqa: E402
 from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa: E402
@@ -160,8 +160,9 @@ def main() -> None:
     seeds = args.seeds or spec["seeds"]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))
-    runs = Path(args.runs) if args.runs else Path(args.work) / "runs" / f"ablation-{today()}"
-    results = {**header("ablation"), "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
+    head = header("ablation")
+    runs = Path(args.runs) if args.runs else Path(args.work) / "runs" / f"ablation-{head['date']}"
+    results = {**head, "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
                "reference": reference, "seeds": seeds, "runs": os.path.relpath(runs, REPO), **data_summary(bench.data), "rows": {}}
     # Another rows file than the ablation's own names its results, as --only's rows do.
     other_rows = [Path(args.rows).stem] if Path(args.rows).resolve() != ROWS.resolve() else []

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from siamdog.files import replace_atomically
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 VALID_FRACTION, TEST_FRACTION = 0.1, 0.2
@@ -144,9 +146,8 @@ class Bench:
                     return scores["probabilities"], scores["labels"]
         probabilities, labels = self.scored_by_model(run, split, tta)
         kept.parent.mkdir(exist_ok=True)
-        written = kept.with_suffix(".partial.npz")  # renamed once whole: an interruption leaves no half file
-        np.savez(written, probabilities=probabilities, labels=np.asarray(labels), best_keras_mtime_ns=scored_model)
-        written.replace(kept)
+        replace_atomically(kept, lambda path: np.savez(path, probabilities=probabilities, labels=np.asarray(labels),
+                                                       best_keras_mtime_ns=scored_model))
         return probabilities, np.asarray(labels)
 
     def scored_by_model(self, run: Path, split: str, tta: str) -> tuple[np.ndarray, np.ndarray]:
