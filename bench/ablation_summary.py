@@ -6,8 +6,9 @@ the file and the command that measured them, and the rows not measured yet.
 
 It trains nothing: each `--only` invocation of the ablation writes a file of its own, and this
 puts them side by side. A row's figures come from the latest file that asked for it by name
-(else the latest that ran it, as a reference or a comparison); a row whose description in the
-rows file changed since it was measured says so. Writes bench/results/ablation-summary.json and .md.
+(else the latest that ran it, as a reference or a comparison; of one day, the one over the most
+seeds); a row whose description in the rows file changed since it was measured says so. Writes
+bench/results/ablation-summary.json and .md (another rows file: ablation-summary-<its name>.*).
 """
 
 import argparse
@@ -27,6 +28,11 @@ from bench.runner import REPO  # noqa: E402
 SUMMARY_STEM = "ablation-summary"
 
 
+def summary_stem(rows_file: Path) -> str:
+    """The summary's file name: another rows file's carries its name, so neither overwrites the other."""
+    return SUMMARY_STEM if rows_file.resolve() == ROWS.resolve() else f"{SUMMARY_STEM}-{rows_file.stem}"
+
+
 def asked_rows(command: str) -> set[str]:
     """The rows an ablation command named after --only (none: it ran every row)."""
     words = command.split()
@@ -39,10 +45,11 @@ def asked_rows(command: str) -> set[str]:
 def latest_figures(row_names: list[str], results: list[tuple[str, dict]]) -> dict[str, dict]:
     """For each row of `row_names` that some results hold: its figures from the latest of
     `results` ((file name, ablation results) pairs) that asked for it, else from the latest
-    that ran it; with the file, its date, its command and its reference."""
+    that ran it, of one day the one over the most seeds; with the file, its date, its command
+    and its reference."""
     def rank(item, name):
         file, result = item
-        return (name in asked_rows(result["command"]), result["date"], file)
+        return (name in asked_rows(result["command"]), result["date"], len(result["rows"][name]["test_top1_err_seeds"]), file)
 
     latest = {}
     for name in row_names:
@@ -95,7 +102,7 @@ def main() -> None:
 
     rows = yaml.safe_load(Path(args.rows).read_text())["rows"]
     rows_file = os.path.relpath(args.rows, REPO)
-    files = sorted(p for p in Path(args.out).glob("ablation-*.json") if p.stem != SUMMARY_STEM)
+    files = sorted(p for p in Path(args.out).glob("ablation-*.json") if not p.stem.startswith(SUMMARY_STEM))
     # Only this rows file's results: another file may give a row of the same name other settings.
     results = [(p.name, result) for p in files if (result := json.loads(p.read_text()))["rows_file"] == rows_file]
     latest = latest_figures([r["name"] for r in rows], results)
@@ -108,7 +115,7 @@ def main() -> None:
     body = (f"Every row of `{summary['rows_file']}` with its latest figures on the 1,638 test photos (3 seeds). "
             "`paired tests`: exact McNemar seed by seed against the reference of the invocation that measured it and the rows it is compared with, "
             "better or worse only where every seed's test says so at 5 %; the file holds the command.\n\n" + table)
-    write_results(args.out, SUMMARY_STEM, summary, "siamdog ablation: every row's latest figures", body)
+    write_results(args.out, summary_stem(Path(args.rows)), summary, "siamdog ablation: every row's latest figures", body)
 
 
 if __name__ == "__main__":

@@ -145,18 +145,22 @@ def test_every_scoring_of_test_shares_the_flip_pass_and_crops_adds_the_zoomed_on
     assert scored_views("valid", "none") == ("as is",), "valid without TTA reads the training's valid pass"
 
 
-def ablation_results(date: str, command: str, reference: str, rows: dict[str, float]) -> dict:
+def ablation_results(date: str, command: str, reference: str, rows: dict[str, float], seeds: int = 3) -> dict:
     """An ablation results file's figures, as bench/ablation.py writes them, for a few rows."""
     def figures(err):
-        return {"what": "w", "test_top1_err": err, "test_top1_err_seeds": [err] * 3, "minutes": 1.0,
+        return {"what": "w", "test_top1_err": err, "test_top1_err_seeds": [err] * seeds, "minutes": 1.0,
                 "against_reference": {"verdict": "tie", "error_difference_points": 0.0}}
 
     return {"date": date, "command": command, "reference": reference, "rows": {n: figures(e) for n, e in rows.items()}}
 
 
 def test_the_summary_takes_each_row_from_the_latest_run_that_asked_for_it_and_names_the_unmeasured():
-    from bench.ablation_summary import asked_rows, latest_figures, summary_rows
+    from bench.ablation import ROWS
+    from bench.ablation_summary import asked_rows, latest_figures, summary_rows, summary_stem
 
+    assert summary_stem(ROWS) == "ablation-summary"
+    assert summary_stem(ROWS.parent / "cpu-finetune-299px.yaml") == "ablation-summary-cpu-finetune-299px", \
+        "another rows file's summary must not overwrite the ablation's"
     assert asked_rows("bench/ablation.py --only a b --reference r") == {"a", "b"}
     assert asked_rows("bench/ablation.py") == set()
     results = [
@@ -164,6 +168,8 @@ def test_the_summary_takes_each_row_from_the_latest_run_that_asked_for_it_and_na
         # A later file that ran `a` only as the row another was compared with: `a` keeps its own run's figures.
         ("ablation-2.json", ablation_results("2026-11-25", "bench/ablation.py --only b", "r", {"a": 0.25, "b": 0.28, "r": 0.31})),
         ("ablation-3.json", ablation_results("2026-11-26", "bench/ablation.py --only b", "r", {"b": 0.27, "r": 0.32})),
+        # The same day's run of fewer seeds (one that stopped early, later extended): the fuller one counts.
+        ("ablation-4.json", ablation_results("2026-11-26", "bench/ablation.py --only b --seeds 0", "r", {"b": 0.20, "r": 0.33}, seeds=1)),
     ]
     latest = latest_figures(["a", "b", "r", "c"], results)
     assert (latest["a"]["test_top1_err"], latest["a"]["file"]) == (0.30, "ablation-1.json")
