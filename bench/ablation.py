@@ -41,6 +41,13 @@ from siamdog.config import config_from_dict, config_to_dict, load_config  # noqa
 ROWS = REPO / "bench" / "configs" / "ablation.yaml"
 
 
+def other_rows_name(rows_file: Path) -> list[str]:
+    """[the rows file's name] where it is not the ablation's own, else []: the results and the
+    summary of another rows file carry its name, so they overwrite neither the ablation's nor
+    each other's."""
+    return [rows_file.stem] if rows_file.resolve() != ROWS.resolve() else []
+
+
 def row_config(base, row: dict, seed: int):
     """The base config with a row's settings, for one seed."""
     values = {**config_to_dict(base), **row.get("settings", {}), "seed": seed}
@@ -164,9 +171,7 @@ def main() -> None:
     runs = Path(args.runs) if args.runs else Path(args.work) / "runs" / f"ablation-{head['date']}"
     results = {**head, "base": str(base_file.relative_to(REPO)), "rows_file": os.path.relpath(args.rows, REPO),
                "reference": reference, "seeds": seeds, "runs": os.path.relpath(runs, REPO), **data_summary(bench.data), "rows": {}}
-    # Another rows file than the ablation's own names its results, as --only's rows do.
-    other_rows = [Path(args.rows).stem] if Path(args.rows).resolve() != ROWS.resolve() else []
-    stem = "-".join(["ablation", results["date"], *other_rows, *(args.only or [])])
+    stem = "-".join(["ablation", results["date"], *other_rows_name(Path(args.rows)), *(args.only or [])])
     options = (f" --reference {reference}" if args.reference else "") + (f" --seeds {' '.join(map(str, seeds))}" if args.seeds else "")
     per_row = {}
     for row in rows:

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml  # noqa: E402
 
-from bench.ablation import ROWS, ensemble_members  # noqa: E402
+from bench.ablation import ROWS, ensemble_members, other_rows_name  # noqa: E402
 from bench.common import header, markdown_table, write_results  # noqa: E402
 from bench.runner import REPO  # noqa: E402
 
@@ -29,8 +29,8 @@ SUMMARY_STEM = "ablation-summary"
 
 
 def summary_stem(rows_file: Path) -> str:
-    """The summary's file name: another rows file's carries its name, so neither overwrites the other."""
-    return SUMMARY_STEM if rows_file.resolve() == ROWS.resolve() else f"{SUMMARY_STEM}-{rows_file.stem}"
+    """The summary's file name."""
+    return "-".join([SUMMARY_STEM, *other_rows_name(rows_file)])
 
 
 def asked_rows(command: str) -> set[str]:
