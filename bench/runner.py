@@ -79,13 +79,14 @@ class Bench:
 
     def inputs(self, tower, config, split: str, views: int | tuple[str, ...], blocks: int | None = None):
         """Cached inputs of the part of `tower` after its last `blocks` trainable blocks (default:
-        where the config's cached front ends, cached_front_cut), and the labels, for `views` of
+        where the config's cached front ends, cached_front_blocks), and the labels, for `views` of
         `split` (a count of training views, or their names)."""
         from siamdog.data.augment import Augmentation
         from siamdog.training.feature_cache import stage_inputs
         from siamdog.training.front_engines import FrontEngine
+        from siamdog.training.trainer import cached_front_blocks
 
-        front_blocks = cached_front_cut(config)
+        front_blocks = cached_front_blocks(config)
         batches = self.batches(split, config)
         augmentation = Augmentation(**dataclasses.asdict(config.augment))
         cut = front_blocks if blocks is None else blocks
@@ -159,6 +160,7 @@ class Bench:
         from siamdog.inference import predict_batches
         from siamdog.models.backbones import split_tower
         from siamdog.models.siamese import heads_of
+        from siamdog.training.trainer import cached_front_blocks
 
         config = load_config(run / "config.yaml")
         model, _, _ = load_run_model(run)
@@ -167,7 +169,7 @@ class Bench:
         # from there on, the model runs on the cached inputs (pooled features for a frozen stage).
         best_stage = json.loads((run / "best.json").read_text())["stage"]
         cut = next(s.trainable_blocks for s in config.stages if s.name == best_stage)
-        if cut > cached_front_cut(config):  # a run on images trained blocks that no pass holds
+        if cut > cached_front_blocks(config):  # a run on images trained blocks that no pass holds
             return predict_batches(model.image_classifier, self.batches(split, config), tta)
         _, tail = split_tower(tower, config.backbone, cut)
         cached_classifier = heads_of(model, tail).classifier
@@ -202,16 +204,6 @@ class Bench:
         return {"agree": agree, "images": len(filenames), "command": " ".join(command),
                 "top1_err_cached": round(float(np.mean(probabilities.argmax(1) != np.asarray(labels))), 4),
                 "top1_err_images": round(json.loads((out / "metrics.json").read_text())["top1_error"], 4)}
-
-
-def cached_front_cut(config) -> int:
-    """How many of the tower's last blocks the cached passes of `config` leave out (their front
-    ends there): those its stages train, where it trains on the cache; none where it trains on
-    images, whose passes are only the pooled features that the probe and the scoring of a stage
-    with a frozen tower read (where a stage trains every block, a front that ends there is the
-    preprocessing alone: its pass would store each view's pixels, 0.5 MB at 299 px, to save no
-    work)."""
-    return max(s.trainable_blocks for s in config.stages) if config.feature_cache_views else 0
 
 
 def split_seconds(*pass_seconds: dict[str, dict[str, float]]) -> dict[str, float]:

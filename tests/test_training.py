@@ -379,16 +379,37 @@ def test_max_epochs_below_one_is_one_clear_error(demo, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "siamdog train: error: --max-epochs must be at least 1, got 0"
 
 
-def test_a_cache_in_front_of_a_stage_that_trains_every_block_is_warned_about(caplog):
-    from siamdog.training.trainer import check_settings
+def test_with_the_cache_a_stage_that_trains_every_block_trains_on_the_images_and_the_others_on_pooled_features(demo, tmp_path):
+    from siamdog.training.trainer import cached_front_blocks, train
 
-    every_block = [{**STAGES[0]}, {**STAGES[1], "trainable_blocks": 14}]
-    with caplog.at_level("WARNING"):
-        check_settings(tiny_config(feature_cache_views=2, stages=every_block), 4)
-        check_settings(tiny_config(feature_cache_views=2), 4)
-        check_settings(tiny_config(stages=every_block), 4)
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 1 and messages[0].startswith("feature_cache_views: stage finetune trains every block of xception")
+    every_block = [{**STAGES[0], "epochs": 1}, {**STAGES[1], "epochs": 1, "trainable_blocks": 14}]
+    config = tiny_config(feature_cache_views=1, stages=every_block)
+    assert cached_front_blocks(config) == 0, "the heads stage is the only one on the cache: its front is the whole tower"
+    assert cached_front_blocks(tiny_config(feature_cache_views=1)) == 2, "two blocks fine-tuned on the cache"
+    assert cached_front_blocks(tiny_config(stages=every_block)) == 0, "no cache"
+    shutil.copytree(demo / "data", tmp_path / "data")
+    run = tmp_path / "run"
+    state = train(tmp_path / "data", run, config, verbose=0)
+    assert list(state["completed"]) == ["heads", "finetune"] and (run / "verification.json").is_file()
+    shapes = [np.load(path, mmap_mode="r").shape for path in (tmp_path / "data" / ".siamdog-cache").glob("*.npy")]
+    assert shapes and all(shape[2:] == (2048,) for shape in shapes), f"only pooled features are cached, no pixels: {shapes}"
+
+
+def test_with_the_cache_the_stage_that_trains_every_block_reads_augmented_images(demo):
+    from siamdog.data.batches import DirectoryBatches
+    from siamdog.data.features import FeatureBatches
+    from siamdog.training.trainer import data_folders, new_model, prepare_stage
+
+    every_block = [STAGES[0], {**STAGES[1], "trainable_blocks": 14}]
+    config = tiny_config(mode="softmax", feature_cache_views=1, stages=every_block)
+    train_dir, valid_dir, classes = data_folders(demo / "data")
+    model = new_model(config, len(classes))
+    valid = DirectoryBatches(valid_dir, (71, 71), 16, shuffle=False, classes=classes)
+    heads = prepare_stage(config.stages[0], 0, config, model, train_dir, valid, classes, workers=1)
+    whole = prepare_stage(config.stages[1], 1, config, model, train_dir, valid, classes, workers=1)
+    assert isinstance(heads.samples, FeatureBatches) and isinstance(heads.val_batches, FeatureBatches)
+    assert isinstance(whole.samples, DirectoryBatches) and whole.samples.augmentation is not None
+    assert whole.val_batches is valid and whole.model is model.training
 
 
 def test_mixed_float16_without_an_accelerator_is_warned_about(caplog):

@@ -3,8 +3,10 @@
 A run folder (see run_folder) holds everything needed to reproduce and resume a run.
 Running again on the same run directory skips finished stages and resumes the current one at
 the epoch after the last one that finished. With `feature_cache_views`, the part of the tower
-that no stage trains runs once over the data (see feature_cache) and each stage fits only what
-it trains, on the cached outputs; the saved model is the same single-image classifier.
+that no stage on the cache trains runs once over the data (see feature_cache) and each such
+stage fits only what it trains, on the cached outputs; a stage that trains every block has no
+frozen front to store and trains on the images. The saved model is the same single-image
+classifier either way.
 """
 
 import dataclasses
@@ -158,13 +160,6 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
         raise SiamdogError(
             f"batch_size {config.batch_size}: the multi-loss model pairs images within a batch, so a batch needs at least 2 (or use mode softmax)"
         )
-    whole_tower = [stage.name for stage in config.stages if stage.trainable_blocks == spec.num_blocks]
-    if config.feature_cache_views and whole_tower:
-        log.warning(
-            "feature_cache_views: stage %s trains every block of %s, so the cached pass holds only each view's preprocessed "
-            "pixels: it saves no work, and the stages see the same cached views every epoch instead of new augmentations; "
-            "set feature_cache_views 0 to train on the images", ", ".join(whole_tower), config.backbone,
-        )
     if config.precision == "mixed_float16" and not has_accelerator():
         # Measured with bench/precision.py on a CPU with AMX: 3 steps of the whole tower did not
         # finish in 6 minutes, where float32 took under half a minute.
@@ -177,6 +172,19 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
             check_class_balanced(config.batch_size, config.images_per_class, num_classes)
         except ValueError as e:
             raise SiamdogError(f"sampler class_balanced: {e}") from None
+
+
+def trains_on_cache(config: TrainConfig, stage: StageConfig) -> bool:
+    """Whether `stage` fits on the cached pass of the frozen front: with `feature_cache_views`,
+    every stage that leaves a block of the tower frozen. One that trains every block has no
+    frozen front, so it trains on the images, with new augmentations each epoch."""
+    return bool(config.feature_cache_views) and stage.trainable_blocks < get_backbone(config.backbone).num_blocks
+
+
+def cached_front_blocks(config: TrainConfig) -> int:
+    """How many of the tower's last blocks the front of the cached passes leaves out: the most
+    that a stage on the cache trains (0: the front is the whole tower, its pass pooled features)."""
+    return max((stage.trainable_blocks for stage in config.stages if trains_on_cache(config, stage)), default=0)
 
 
 def start_from(model: SiamdogModel, path: str) -> None:
@@ -242,13 +250,13 @@ def _cached_stage_data(
     stage: StageConfig, config: TrainConfig, model: SiamdogModel, train_dir: Path, valid: DirectoryBatches, classes: list[str], sampling: dict
 ):
     """(model to fit, its batches, validation classifier, both heads of it if fused, validation
-    batches) of a stage that trains on the cached pass: the part of the tower that no stage
-    trains runs once over the images (see feature_cache) and the stage fits only what it
+    batches) of a stage that trains on the cached pass: the part of the tower that no stage on
+    the cache trains runs once over the images (see feature_cache) and the stage fits only what it
     trains (the heads, and the last blocks if unfrozen) on its outputs: all
     `feature_cache_views` views of each image where the stage augments, view 0 (the image as
     is) where it does not."""
     size = (config.image_size, config.image_size)
-    front_blocks = max(s.trainable_blocks for s in config.stages)
+    front_blocks = cached_front_blocks(config)
     plain = DirectoryBatches(train_dir, size, config.batch_size, shuffle=False, classes=classes)
     augmentation = Augmentation(**dataclasses.asdict(config.augment))
 
@@ -302,11 +310,11 @@ def prepare_stage(
     """Unfreeze the stage's blocks, make its batches and compile what it fits, with its
     schedule's learning rate or a fixed `learning_rate` (which the LR finder moves itself).
 
-    Normally the whole model trains on images; with `feature_cache_views`, what the stage
-    trains fits on the cached pass (_cached_stage_data)."""
+    Normally the whole model trains on images; with `feature_cache_views`, what a stage that
+    leaves blocks frozen trains fits on the cached pass (_cached_stage_data)."""
     unfreeze_last_blocks(model.tower, config.backbone, stage.trainable_blocks)
     sampling = {"seed": config.seed + 1000 * index, "sampler_kind": config.sampler, "images_per_class": config.images_per_class}
-    if config.feature_cache_views:
+    if trains_on_cache(config, stage):
         fit_model, samples, val_classifier, val_heads, val_batches = _cached_stage_data(
             stage, config, model, train_dir, valid, classes, sampling
         )
@@ -413,11 +421,11 @@ def _calibrate_same_class_head(
     run: RunPaths, state: dict, config: TrainConfig, model: SiamdogModel, valid_dir: Path, classes: list[str], workers: int
 ) -> None:
     """The threshold of `siamdog verify`, chosen on the valid photos (calibrate_verification),
-    on the features of the cached valid pass where the run has one rather than on the photos
-    read through the whole tower again; its seconds go into state.json last, which marks the
-    run as finished."""
+    on the features of the cached valid pass where every stage trained on the cache rather than
+    on the photos read through the whole tower again; its seconds go into state.json last,
+    which marks the run as finished."""
     started = time.monotonic()
-    if config.feature_cache_views:
+    if all(trains_on_cache(config, stage) for stage in config.stages):
         features, labels = _cached_valid_features(run, config, model, valid_dir, classes)
         figures = calibrate_on_features(run.root, features, labels, valid_dir)
     else:
@@ -432,7 +440,7 @@ def _cached_valid_features(run: RunPaths, config: TrainConfig, model: SiamdogMod
     """(features, class indices) of the valid photos by the saved best embedder: the cached
     pass of the front, which no stage trains, through the rest of the tower and the embedding."""
     model.embedder.load_weights(run.best_embedder)  # the best epoch's weights, not the last one's
-    blocks = max(s.trainable_blocks for s in config.stages)
+    blocks = cached_front_blocks(config)
     valid = DirectoryBatches(valid_dir, (config.image_size, config.image_size), config.batch_size, shuffle=False, classes=classes)
     cache = stage_inputs(model.tower, config.backbone, blocks, blocks, valid, 1, Augmentation(), config.seed)
     _, tail = split_tower(model.tower, config.backbone, blocks)
