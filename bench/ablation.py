@@ -11,9 +11,9 @@ scikit-learn's C, 1 by default); a row with `ensemble_of: ROW` is the ensemble o
 runs (listed after it), and with `ensemble_of: [ROW, ROW, ...]` the ensemble of those rows, each
 row's runs weighing as one (rows scored with the same TTA), or with `by_seed: true` one
 ensemble per seed of each row's run of that seed; a row with `pseudo_labels: {threshold: T}` goes on from its training
-with pseudo-label rounds on the test photos, without their labels. Rows that name one `run: NAME`
-share its runs (to score them with another `tta`), so they must train alike: that is checked before
-anything trains. Every row is compared with
+with pseudo-label rounds on the test photos, without their labels. A row that names `run: ROW`
+scores ROW's runs (with another `tta`, say), so it takes ROW's stages, settings, stage
+settings, pseudo-label rounds and seeds rather than setting its own. Every row is compared with
 the reference seed by seed (exact McNemar on the same test images), and with the rows it names
 under `compare_with` (which then run too), and gets the command that reproduces it. Techniques on the heads train on cached
 pooled features in seconds; fine-tuning ones cost an epoch over the cached block13 inputs each.
@@ -56,24 +56,27 @@ def row_config(base, row: dict, seed: int):
     return config_from_dict(values, f"row {row['name']}")
 
 
-def run_training(base, row: dict) -> dict:
-    """What decides how a row's runs train (seed aside): its config, the stages it runs and its
-    pseudo-label rounds. Rows that name one `run:` folder must agree on all of it."""
-    return {**config_to_dict(row_config(base, row, 0)), "stages run": row.get("stages"), "pseudo_labels": row.get("pseudo_labels")}
+SHARED_RUN_KEYS = ("stages", "settings", "stage_settings", "pseudo_labels", "seeds")
 
 
-def shared_run_conflicts(base, rows: list[dict]) -> list[str]:
-    """One line per row that names the same `run:` folder as an earlier row but would train it
-    otherwise: the second would stop on the folder's saved config, or, where only the stages
-    run or the pseudo-label rounds differ, score the first row's model as its own."""
-    first_of_run, conflicts = {}, []
-    for row in (r for r in rows if "run" in r and not r.get("probe")):
-        first = first_of_run.setdefault(row["run"], row)
-        ours, theirs = run_training(base, row), run_training(base, first)
-        changed = [key for key in ours if ours[key] != theirs[key]]
-        if changed:
-            conflicts.append(f"rows {first['name']} and {row['name']} share run {row['run']} but differ in: {', '.join(changed)}")
-    return conflicts
+def with_shared_runs(rows: list[dict]) -> list[dict]:
+    """The rows, each that names `run: ROW` completed with what decides how ROW's runs train
+    (SHARED_RUN_KEYS): it scores those runs, so it trains as ROW does. ValueError, naming the
+    row, where ROW is not a row of the file that trains its own runs, or where the row sets one
+    of those keys itself."""
+    by_name = {row["name"]: row for row in rows}
+    completed = []
+    for row in rows:
+        if "run" in row:
+            source = by_name.get(row["run"], {"run": None})
+            if any(key in source for key in ("run", "probe", "ensemble_of")):
+                raise ValueError(f"row {row['name']}: run {row['run']} is not a row of this file that trains its own runs")
+            own = [key for key in SHARED_RUN_KEYS if key in row]
+            if own:
+                raise ValueError(f"row {row['name']}: sets {', '.join(own)}, which it takes from row {row['run']}, whose runs it scores")
+            row = {**row, **{key: source[key] for key in SHARED_RUN_KEYS if key in source}}
+        completed.append(row)
+    return completed
 
 
 def run_row(bench: Bench, base, row: dict, seeds: list[int], runs: Path, workers: int = 4) -> list[dict]:
@@ -151,19 +154,20 @@ def main() -> None:
     spec = yaml.safe_load(Path(args.rows).read_text())
     base_file = REPO / "bench" / "configs" / f"{spec['base']}.yaml"
     base = load_config(base_file)
-    by_name = {r["name"]: r for r in spec["rows"]}
+    try:
+        all_rows = with_shared_runs(spec["rows"])
+    except ValueError as e:
+        parser.error(str(e))
+    by_name = {r["name"]: r for r in all_rows}
     reference = args.reference or spec["reference"]
-    unknown = {*(args.only or ()), reference, *(n for r in spec["rows"] for n in rows_named_by(r))} - set(by_name)
+    unknown = {*(args.only or ()), reference, *(n for r in all_rows for n in rows_named_by(r))} - set(by_name)
     if unknown:
         parser.error(f"no row named {', '.join(sorted(unknown))} in {args.rows}")
-    for row in spec["rows"]:
+    for row in all_rows:
         if len({by_name[m].get("tta", "flip") for m in ensemble_members(row)}) > 1:
             parser.error(f"row {row['name']}: the rows of an ensemble must be scored with the same tta")
-    conflicts = shared_run_conflicts(base, spec["rows"])
-    if conflicts:
-        parser.error("; ".join(conflicts))
     wanted = rows_to_run(by_name, args.only or (), reference)
-    rows = [r for r in spec["rows"] if not args.only or r["name"] in wanted]
+    rows = [r for r in all_rows if not args.only or r["name"] in wanted]
     seeds = args.seeds or spec["seeds"]
     started = time.monotonic()
     bench = Bench(organized_data(Path(args.work)))

@@ -194,7 +194,7 @@ def rows_files() -> list[tuple[str, dict]]:
 
 
 def test_every_ablation_row_makes_a_valid_config_and_names_rows_that_exist():
-    from bench.ablation import ensemble_members, row_config, rows_named_by
+    from bench.ablation import ensemble_members, row_config, rows_named_by, with_shared_runs
     from bench.ablation_summary import row_tta
     from bench.runner import REPO
     from siamdog.config import load_config
@@ -203,10 +203,11 @@ def test_every_ablation_row_makes_a_valid_config_and_names_rows_that_exist():
     assert {"ablation.yaml", "full-finetune.yaml", "gpu-finetune.yaml"} <= {name for name, _ in files}
     for file, spec in files:
         base = load_config(REPO / "bench" / "configs" / f"{spec['base']}.yaml")
-        by_name = {row["name"]: row for row in spec["rows"]}
-        assert len(by_name) == len(spec["rows"]), f"{file}: row names are unique"
+        rows = with_shared_runs(spec["rows"])
+        by_name = {row["name"]: row for row in rows}
+        assert len(by_name) == len(rows), f"{file}: row names are unique"
         assert spec["reference"] in by_name, file
-        for row in spec["rows"]:
+        for row in rows:
             for name in rows_named_by(row):
                 assert name in by_name, f"{file}: {row['name']} names {name}"
             for seed in spec["seeds"]:
@@ -214,35 +215,38 @@ def test_every_ablation_row_makes_a_valid_config_and_names_rows_that_exist():
             assert {row_tta(by_name[m], by_name) for m in ensemble_members(row)} <= {row_tta(row, by_name)}
 
 
-def test_the_ablation_s_rows_files_give_rows_that_share_a_run_the_same_training():
-    from bench.ablation import shared_run_conflicts
-    from bench.runner import REPO
-    from siamdog.config import load_config
+def test_a_row_that_scores_another_row_s_runs_trains_as_that_row():
+    from bench.ablation import with_shared_runs
 
-    for file, spec in rows_files():
-        assert shared_run_conflicts(load_config(REPO / "bench" / "configs" / f"{spec['base']}.yaml"), spec["rows"]) == [], file
+    heads = {"name": "heads", "stages": ["heads"], "settings": {"mode": "softmax"}, "stage_settings": {"heads": {"epochs": 3}}}
+    pseudo = {"name": "pseudo", "stages": ["heads"], "pseudo_labels": {"threshold": 0.9}, "seeds": [0]}
+    crops = {"name": "heads_crops", "run": "heads", "tta": "crops", "compare_with": ["heads"]}
+    pseudo_crops = {"name": "pseudo_crops", "run": "pseudo", "tta": "crops"}
+    rows = with_shared_runs([heads, pseudo, crops, pseudo_crops])
+    assert rows[:2] == [heads, pseudo], "a row that trains its own runs is left as it is"
+    assert rows[2] == {**crops, "stages": ["heads"], "settings": {"mode": "softmax"}, "stage_settings": {"heads": {"epochs": 3}}}
+    assert rows[3] == {**pseudo_crops, "stages": ["heads"], "pseudo_labels": {"threshold": 0.9}, "seeds": [0]}
 
 
-def test_rows_that_share_a_run_but_train_it_otherwise_are_named_before_anything_trains():
-    from bench.ablation import shared_run_conflicts
-    from bench.runner import REPO
-    from siamdog.config import load_config
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"name": "more", "run": "heads", "stages": ["heads", "finetune"]}, "row more: sets stages, which it takes from row heads, whose runs it scores"),
+        ({"name": "longer", "run": "heads", "stage_settings": {"heads": {"epochs": 9}}, "seeds": [1]},
+         "row longer: sets stage_settings, seeds, which it takes from row heads, whose runs it scores"),
+        ({"name": "lost", "run": "nowhere"}, "row lost: run nowhere is not a row of this file that trains its own runs"),
+        ({"name": "chained", "run": "heads_crops"}, "row chained: run heads_crops is not a row of this file that trains its own runs"),
+        ({"name": "of_probe", "run": "probe"}, "row of_probe: run probe is not a row of this file that trains its own runs"),
+    ],
+)
+def test_a_row_that_scores_another_row_s_runs_but_would_train_them_otherwise_is_refused(extra, message):
+    from bench.ablation import with_shared_runs
 
-    base = load_config(REPO / "bench" / "configs" / "ablation-base.yaml")
-    heads = {"name": "heads", "stages": ["heads"], "settings": {"mode": "softmax", "embedding_size": 0}}
-    crops = {**heads, "name": "heads_crops", "run": "heads", "tta": "crops"}
-    assert shared_run_conflicts(base, [{**heads, "run": "heads"}, crops]) == [], "another tta alone scores the same runs"
-    assert shared_run_conflicts(base, [crops]) == [], "a row alone shares with nobody"
-    more_stages = {**crops, "name": "more", "stages": ["heads", "finetune"]}
-    assert shared_run_conflicts(base, [{**heads, "run": "heads"}, more_stages]) == ["rows heads and more share run heads but differ in: stages run"]
-    other_epochs = {**crops, "name": "longer", "stage_settings": {"heads": {"epochs": 99}}}
-    pseudo = {**crops, "name": "pseudo", "pseudo_labels": {"threshold": 0.9}}
-    assert shared_run_conflicts(base, [{**heads, "run": "heads"}, other_epochs, pseudo]) == [
-        "rows heads and longer share run heads but differ in: stages",
-        "rows heads and pseudo share run heads but differ in: pseudo_labels",
-    ]
-    probes = [{"name": p, "run": "probe", "probe": True, "probe_c": c} for p, c in (("p1", 1.0), ("p2", 0.001))]
-    assert shared_run_conflicts(base, probes) == [], "a probe trains no run folder"
+    rows = [{"name": "heads", "stages": ["heads"]}, {"name": "heads_crops", "run": "heads", "tta": "crops"},
+            {"name": "probe", "probe": True}, extra]
+    with pytest.raises(ValueError) as refused:
+        with_shared_runs(rows)
+    assert str(refused.value) == message
 
 
 def test_pass_seconds_add_up_by_split_and_a_shared_pass_counts_once():
