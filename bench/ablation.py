@@ -68,8 +68,8 @@ def with_shared_runs(rows: list[dict]) -> list[dict]:
     completed = []
     for row in rows:
         if "run" in row:
-            source = by_name.get(row["run"], {"run": None})
-            if any(key in source for key in ("run", "probe", "ensemble_of")):
+            source = by_name.get(row["run"])
+            if source is None or any(key in source for key in ("run", "probe", "ensemble_of")):
                 raise ValueError(f"row {row['name']}: run {row['run']} is not a row of this file that trains its own runs")
             own = [key for key in SHARED_RUN_KEYS if key in row]
             if own:
