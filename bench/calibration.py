@@ -47,18 +47,19 @@ def finished_but_calibration(run: Path, config, model, classes: list[str]) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml, a multi-loss profile with the feature cache")
+    parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml, a multi-loss profile whose every stage trains on the feature cache")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
 
     from siamdog.similarity import calibrate_verification
-    from siamdog.training.trainer import new_model, train
+    from siamdog.training.trainer import every_stage_on_cache, new_model, train
 
     os.chdir(REPO)  # the profiles name the weights relative to the checkout
     config = load_config(REPO / "bench" / "configs" / f"{args.profile}.yaml")
-    if config.mode != "multiloss" or not config.feature_cache_views:
-        raise SystemExit(f"{args.profile}: needs mode multiloss and feature_cache_views (a run that calibrates on its cache)")
+    if config.mode != "multiloss" or not every_stage_on_cache(config):
+        parser.error(f"{args.profile}: needs mode multiloss and every stage on the feature cache "
+                     "(feature_cache_views, no stage that trains every block): a run that calibrates on its cache")
     bench = Bench(organized_data(Path(args.work)))
     model = new_model(config, len(bench.classes))
     started = time.monotonic()

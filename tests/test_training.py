@@ -380,13 +380,16 @@ def test_max_epochs_below_one_is_one_clear_error(demo, tmp_path, capsys):
 
 
 def test_with_the_cache_a_stage_that_trains_every_block_trains_on_the_images_and_the_others_on_pooled_features(demo, tmp_path):
-    from siamdog.training.trainer import cached_front_blocks, train
+    from siamdog.training.trainer import cached_front_blocks, every_stage_on_cache, train
 
     every_block = [{**STAGES[0], "epochs": 1}, {**STAGES[1], "epochs": 1, "trainable_blocks": 14}]
     config = tiny_config(feature_cache_views=1, stages=every_block)
     assert cached_front_blocks(config) == 0, "the heads stage is the only one on the cache: its front is the whole tower"
     assert cached_front_blocks(tiny_config(feature_cache_views=1)) == 2, "two blocks fine-tuned on the cache"
     assert cached_front_blocks(tiny_config(stages=every_block)) == 0, "no cache"
+    assert every_stage_on_cache(tiny_config(feature_cache_views=1)), "two blocks fine-tuned: every stage on the cache"
+    assert not every_stage_on_cache(config), "the whole tower trains on the images: the same-class head is calibrated on them"
+    assert not every_stage_on_cache(tiny_config()), "no cache"
     shutil.copytree(demo / "data", tmp_path / "data")
     run = tmp_path / "run"
     state = train(tmp_path / "data", run, config, verbose=0)

@@ -181,6 +181,12 @@ def trains_on_cache(config: TrainConfig, stage: StageConfig) -> bool:
     return bool(config.feature_cache_views) and stage.trainable_blocks < get_backbone(config.backbone).num_blocks
 
 
+def every_stage_on_cache(config: TrainConfig) -> bool:
+    """Whether the whole run trains on the cached pass (trains_on_cache), so that the same-class
+    head can be calibrated on the cached valid pass too."""
+    return all(trains_on_cache(config, stage) for stage in config.stages)
+
+
 def cached_front_blocks(config: TrainConfig) -> int:
     """How many of the tower's last blocks the front of the cached passes leaves out: the most
     that a stage on the cache trains (0: the front is the whole tower, its pass pooled features)."""
@@ -425,7 +431,7 @@ def _calibrate_same_class_head(
     on the photos read through the whole tower again; its seconds go into state.json last,
     which marks the run as finished."""
     started = time.monotonic()
-    if all(trains_on_cache(config, stage) for stage in config.stages):
+    if every_stage_on_cache(config):
         features, labels = _cached_valid_features(run, config, model, valid_dir, classes)
         figures = calibrate_on_features(run.root, features, labels, valid_dir)
     else:
