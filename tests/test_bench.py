@@ -1,6 +1,8 @@
 """The benchmarks' own arithmetic (the benchmarks themselves need ../shared and run by make)."""
 
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -466,3 +468,51 @@ def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_i
     monkeypatch.setattr(Bench, "scored_by_model", lambda self, *args: rescored.append(args) or scored)
     bench.score(run, "test", "flip")
     assert rescored == [(run, "test", "flip")], "a new best.keras is scored again"
+
+
+def test_the_verification_bench_scores_pairs_by_feature_cosine_and_by_the_classifier_s_agreement():
+    from bench.verification import baseline_scores, pair_figures, row_of
+
+    features = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0]])
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5]])
+    pairs = np.array([[0, 1], [2, 3], [0, 2], [1, 3]])
+    same = np.array([1.0, 1.0, 0.0, 0.0])
+    scores = baseline_scores(features, probabilities, pairs)
+    assert scores["feature cosine"][2] == pytest.approx(0.0) and scores["feature cosine"][0] > 0.99
+    assert scores["classifier agreement"] == pytest.approx([0.58, 0.5, 0.26, 0.5])
+    head = np.array([0.9, 0.3, 0.4, 0.1])
+    figures = pair_figures({"same-class head": head, **scores}, same, head_threshold=0.35)
+    assert figures["roc_auc"]["feature cosine"] == 1.0, "every pair of one breed is nearer than every pair of two"
+    assert figures["roc_auc"]["same-class head"] == 0.75, "0.3 ranks below the other-breed pair's 0.4"
+    assert figures["head_accuracy"] == 0.5, "at 0.35: (0, 1) and (1, 3) right, (2, 3) missed, (0, 2) taken for one breed"
+    assert "head_accuracy" not in pair_figures(scores, same), "a run without a same-class head"
+    assert row_of(Path("runs/cached_heads_pk-seed12")) == "cached_heads_pk"
+
+
+def test_the_verification_bench_scores_a_run_s_test_pairs_at_the_threshold_it_chose_on_valid_and_keeps_the_figures(demo, tmp_path, monkeypatch):
+    import bench.verification
+    from bench.calibration import finished_but_calibration
+    from bench.verification import ANSWERS, row_means, score_run
+    from siamdog.data.batches import list_classes
+    from siamdog.training.trainer import new_model, train
+    from tests.conftest import NUM_CLASSES, STAGES, tiny_config
+
+    config = tiny_config(feature_cache_views=1)
+    classes = list_classes(demo / "data" / "train")
+    run = tmp_path / "row-seed3"
+    finished_but_calibration(run, config, new_model(config, len(classes)), classes)
+    train(demo / "data", run, config, verbose=0)
+    figures = score_run(run, demo / "test", workers=1)
+    calibration = json.loads((run / "verification.json").read_text())
+    assert figures["row"] == "row" and figures["head_threshold"] == calibration["threshold"]
+    assert figures["same_class_pairs"] == NUM_CLASSES * 8 * 7 // 2 and figures["pairs"] == 2 * figures["same_class_pairs"]
+    assert set(figures["roc_auc"]) == set(ANSWERS) and all(0 <= auc <= 1 for auc in figures["roc_auc"].values())
+
+    softmax = tmp_path / "softmax-seed0"
+    train(demo / "data", softmax, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 1}]), verbose=0)
+    without_head = score_run(softmax, demo / "test", workers=1)
+    assert set(without_head["roc_auc"]) == set(ANSWERS) - {"same-class head"} and "head_accuracy" not in without_head
+
+    monkeypatch.setattr(bench.verification, "scored_by_model", lambda *args: pytest.fail("scored again, though best.keras is the one scored"))
+    assert score_run(run, demo / "test", workers=1) == figures, "kept while best.keras is the file they scored"
+    assert row_means([figures, figures])["roc_auc"] == figures["roc_auc"]

@@ -203,7 +203,9 @@ def test_verify_gives_a_symmetric_same_class_probability_and_each_photo_s_class(
     assert verify(trained_run, str(a), str(a)).probability == pytest.approx(1 / (1 + np.exp(-bias)), abs=1e-6)
     assert main(["verify", str(trained_run), str(a), str(b), "--threshold", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("same class: probability") and lines[1].startswith(f"{a}: ") and len(lines) == 3
+    assert lines[0].startswith("same class: probability") and lines[1].startswith("classifier agreement: ")
+    assert lines[2].startswith(f"{a}: ") and len(lines) == 4
+    assert forth.classifier_agreement == pytest.approx(back.classifier_agreement, abs=1e-6) and 0 <= forth.classifier_agreement <= 1
     chosen = json.loads((trained_run / "verification.json").read_text())["threshold"]
     assert main(["verify", str(trained_run), str(a), str(b)]) == 0
     assert f"(threshold {chosen:.2f})" in capsys.readouterr().out, "the threshold chosen on valid pairs by default"
