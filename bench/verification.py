@@ -10,7 +10,7 @@ every pair of them of one breed and as many random pairs of two breeds (`verific
 as the calibration draws them on the valid photos) are scored by
 - the same-class head (multi-loss runs): ROC AUC, and accuracy at the threshold the run chose on
   the valid photos;
-- the cosine similarity of the two photos' features (what `siamdog similar` ranks by): ROC AUC;
+- the cosine similarity of the two photos' features (what `siamdog search` ranks by): ROC AUC;
 - the classifier's agreement, sum over breeds of p(breed | photo 1) p(breed | photo 2), the
   chance that both are the same breed by the classifier alone: ROC AUC.
 Each run's figures are kept in RUN/scores/verification-test.json while its best.keras is the
@@ -108,7 +108,7 @@ def scored_by_model(run: Path, test_dir: Path, workers: int) -> dict:
     pairs, same = verification_pairs(labels)
     scores = baseline_scores(features, probabilities, pairs)
     figures = {"run": os.path.relpath(run, REPO), "row": row_of(run), "pairs": len(same), "same_class_pairs": int(same.sum())}
-    if not model.same_class:
+    if model.same_class is None:
         return {**figures, **pair_figures(scores, same)}
     calibration = saved_verification(run)
     if calibration is None:
