@@ -157,9 +157,10 @@ def verify(run: str | os.PathLike, first: str, second: str, threshold: float | N
     both, width = features_and_probabilities(model)
     outputs = predict_batch(both, images)
     features, probabilities = outputs[:, :width], outputs[:, width:]
-    probability = float(predict_batch(same_class, [features[:1], features[1:]])[0, 0])
+    pair = np.array([[0, 1]])
+    probability = float(same_class_probabilities(same_class, features, pair)[0])
     top = [(classes[int(p.argmax())], float(p.max())) for p in probabilities]
-    return Verification(probability, threshold, top, float(classifier_agreement(probabilities, np.array([[0, 1]]))[0]))
+    return Verification(probability, threshold, top, float(classifier_agreement(probabilities, pair)[0]))
 
 
 def embed(
