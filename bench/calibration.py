@@ -1,13 +1,13 @@
-"""What the same-class head's calibration costs at the end of a multi-loss run: the valid photos
-read through the whole tower (`calibrate_verification`, what every run did before 2026-12-04)
-against the trainer's calibration of a cached run, on its cached valid pass.
+"""What the calibration of `siamdog verify`'s answers costs at the end of a run: the valid
+photos read through the whole tower (`calibrate_verification`, what every run did before
+2026-12-04) against the trainer's calibration of a cached run, on its cached valid pass.
 
     python bench/calibration.py [--profile cpu]
 
-On bench/runner.py's split of dogs120, with the profile's model at its ImageNet start (the head's
-figures do not change what the calibration costs). The run folder holds that model as its best
-and a state.json of finished stages without the calibration, as a run stopped while calibrating
-leaves it, so `siamdog train` on it does only what ends every multi-loss run. The valid pass
+On bench/runner.py's split of dogs120, with the profile's model at its ImageNet start (the
+answers' figures do not change what the calibration costs). The run folder holds that model as
+its best and a state.json of finished stages without the calibration, as a run stopped while
+calibrating leaves it, so `siamdog train` on it does only what ends every run. The valid pass
 the stages would have cached is made first if missing, and timed apart.
 Writes bench/results/calibration-<date>.json and .md.
 """
@@ -40,14 +40,15 @@ def finished_but_calibration(run: Path, config, model, classes: list[str]) -> No
     paths.classes.write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
     model.image_classifier.save(paths.best_model)
     model.embedder.save(paths.best_embedder)
-    model.same_class.save(paths.best_same_class)
+    if model.same_class is not None:
+        model.same_class.save(paths.best_same_class)
     completed = {stage.name: {"epochs_run_now": 0, "seconds": 0.0, "best_val_accuracy": 0.0} for stage in config.stages}
     paths.state.write_text(json.dumps({"completed": completed}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml, a multi-loss profile whose every stage trains on the feature cache")
+    parser.add_argument("--profile", default="cpu", help="bench/configs/<profile>.yaml, a profile whose every stage trains on the feature cache")
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -57,8 +58,8 @@ def main() -> None:
 
     os.chdir(REPO)  # the profiles name the weights relative to the checkout
     config = load_config(REPO / "bench" / "configs" / f"{args.profile}.yaml")
-    if config.mode != "multiloss" or not every_stage_on_cache(config):
-        parser.error(f"{args.profile}: needs mode multiloss and every stage on the feature cache "
+    if not every_stage_on_cache(config):
+        parser.error(f"{args.profile}: needs every stage on the feature cache "
                      "(feature_cache_views, no stage that trains every block): a run that calibrates on its cache")
     bench = Bench(organized_data(Path(args.work)))
     model = new_model(config, len(bench.classes))
@@ -83,15 +84,16 @@ def main() -> None:
         "on_cached_pass": {"seconds": state["verification_seconds"], **cached},
     }
     rows = [
-        ["the valid photos through the tower (calibrate_verification)", f"{photos_seconds:.1f}", f"{photos['roc_auc']:.5f}", f"{photos['threshold']:.4f}"],
-        ["the cached valid pass (the trainer)", f"{state['verification_seconds']:.1f}", f"{cached['roc_auc']:.5f}", f"{cached['threshold']:.4f}"],
+        [source, f"{seconds:.1f}", *(f"{f['roc_auc']:.5f} ({f['threshold']:.4f})" for f in figures["answers"].values())]
+        for source, seconds, figures in (("the valid photos through the tower (calibrate_verification)", photos_seconds, photos),
+                                         ("the cached valid pass (the trainer)", state["verification_seconds"], cached))
     ]
     body = (
         f"{results['valid_images']} valid photos at {config.image_size} px, {cached['pairs']} pairs, the `{args.profile}` profile's model at its "
         f"ImageNet start. The valid pass itself (made by the stages of a real run): {pass_seconds:.1f} s here.\n\n"
-        + markdown_table(["calibration on", "seconds", "ROC AUC", "threshold"], rows)
+        + markdown_table(["calibration on", "seconds", *(f"{answer} ROC AUC (threshold)" for answer in cached["answers"])], rows)
     )
-    write_results(args.out, f"calibration-{results['date']}", results, "The same-class head's calibration", body)
+    write_results(args.out, f"calibration-{results['date']}", results, "The calibration of siamdog verify's answers", body)
 
 
 if __name__ == "__main__":

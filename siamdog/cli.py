@@ -8,6 +8,7 @@ import sys
 
 from siamdog import __version__
 from siamdog.data.images import DEFAULT_MAX_PIXELS
+from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER
 from siamdog.data.pseudo_labels import DEFAULT_THRESHOLD as PSEUDO_LABEL_DEFAULT_THRESHOLD
 from siamdog.errors import SiamdogError
 from siamdog.inference import DEFAULT_TTA, TTA_VIEWS
@@ -127,7 +128,7 @@ def _export(args) -> int:
 def _verify(args) -> int:
     from siamdog.similarity import verify
 
-    result = verify(args.model, args.first, args.second, threshold=args.threshold)
+    result = verify(args.model, args.first, args.second, answer=args.by, threshold=args.threshold)
     print(result.summary([args.first, args.second]))
     return 0
 
@@ -305,11 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder to write (default: export-<format>/ beside the model)")
     p.set_defaults(handler=_export)
 
-    p = commands.add_parser("verify", help="the probability that two photos show one class (multi-loss runs)")
+    p = commands.add_parser("verify", help="whether two photos show one class")
     p.add_argument("model", help="run folder or .keras file")
     p.add_argument("first")
     p.add_argument("second")
-    p.add_argument("--threshold", type=float, help="probability from which the verdict is 'same class' (default: the one chosen on valid pairs when the run was trained)")
+    p.add_argument("--by", choices=tuple(ANSWERS), default=DEFAULT_ANSWER,
+                   help=f"the answer that gives the verdict: {'; '.join(f'{name}, {what}' for name, what in ANSWERS.items())} "
+                        f"(multi-loss runs only) (default: {DEFAULT_ANSWER})")
+    p.add_argument("--threshold", type=float, help="score from which the verdict is 'same class' (default: the one chosen on valid pairs when the run was trained)")
     p.set_defaults(handler=_verify)
 
     p = commands.add_parser("embed", help="index a folder of photos for similar-photo search")

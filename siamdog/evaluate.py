@@ -135,7 +135,7 @@ class Evaluation:
     num_classes: int
     skipped: int = 0
     unknown_classes: list[str] = field(default_factory=list)
-    verification: dict | None = None  # the run's same-class head on valid pairs (multi-loss runs)
+    verification: dict | None = None  # the run's answers to "same class?" on valid pairs (verification.json)
 
     def summary(self) -> str:
         lines = [f"top-1 error: {self.top1_error:.4f} (chance: {1 - 1 / self.num_classes:.4f}, {self.num_classes} classes)"]
@@ -144,10 +144,11 @@ class Evaluation:
         lines.append(f"images: {self.count}" + (f" ({self.skipped} unreadable skipped)" if self.skipped else ""))
         if self.unknown_classes:
             lines.append(f"ignored folders of classes the model does not know: {', '.join(self.unknown_classes)}")
-        if self.verification:
-            v = self.verification
-            auc = f"ROC AUC {v['roc_auc']:.4f}, " if v["roc_auc"] is not None else ""
-            lines.append(f"same-class head, on {v['pairs']} pairs of the valid split (at training): {auc}accuracy {v['accuracy']:.4f} at threshold {v['threshold']:.4f}")
+        if self.verification and "answers" in self.verification:
+            lines.append(f"same class or not, on {self.verification['pairs']} pairs of the valid split (at training), by siamdog verify --by:")
+            for answer, f in self.verification["answers"].items():
+                auc = f"ROC AUC {f['roc_auc']:.4f}, " if f["roc_auc"] is not None else ""
+                lines.append(f"  {answer}: {auc}accuracy {f['accuracy']:.4f} at threshold {f['threshold']:.4f}")
         return "\n".join(lines)
 
 

@@ -1,9 +1,12 @@
-"""What only a Siamese model offers: "do these two photos show one class?" and "which photos of a
+"""Beyond one photo's class: "do these two photos show one class?" and "which photos of a
 collection look most like this one?", from the parts every run saves beside `best.keras`
-(`best-embedding.keras`: image -> features; `best-same-class.keras`: two images' features ->
-probability of one class). `verify` and `embed` rebuild the run's model from its config.yaml
-with the weights of best.keras instead, to read a photo's features and class probabilities in
-one pass of the tower.
+(`best-embedding.keras`: image -> features; for multi-loss runs `best-same-class.keras`: two
+images' features -> probability of one class). `verify` and `embed` rebuild the run's model
+from its config.yaml with the weights of best.keras instead, to read a photo's features and
+class probabilities in one pass of the tower.
+
+"Same class?" has three answers (ANSWERS), each with a threshold chosen on pairs of valid
+photos when the run's training ends (`verification.json`).
 
 An index (`siamdog embed`) is a folder: `embeddings.npy` (one L2-normalized feature row per
 image), `images.csv` (path, predicted class, its probability) and `index.json` (the run and the
@@ -24,7 +27,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from siamdog.data.batches import index_class_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
-from siamdog.data.pairing import best_threshold, verification_pairs
+from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER, best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import list_images, load_run_model, predict_files, resolve_model
 from siamdog.files import read_json, write_bytes, write_json
@@ -32,7 +35,6 @@ from siamdog.inference import predict_batch
 from siamdog.models.siamese import SiamdogModel
 from siamdog.training.run_folder import RunPaths
 
-DEFAULT_THRESHOLD = 0.5
 PAIR_BATCH = 4096  # pairs the same-class head scores at once: small arrays of features
 
 
@@ -57,12 +59,17 @@ def load_same_class(run: str | os.PathLike) -> keras.Model:
     return _load_saved(_run_paths(run).best_same_class, "only multi-loss runs have a same-class head")
 
 
-def features_and_probabilities(model: SiamdogModel) -> tuple[keras.Model, int]:
-    """One model for what the embedder and the classifier give apart, from one pass of the
-    tower: the features, then the class probabilities, side by side in one output (the form
-    predict_files reads); and the features' width, where the probabilities begin."""
-    both = keras.layers.Concatenate()([model.embedder.output, model.image_classifier.output])
-    return keras.Model(model.embedder.input, both, name="features_and_probabilities"), model.embedder.output_shape[-1]
+def same_class_head_of(run: str | os.PathLike, model: SiamdogModel) -> keras.Model | None:
+    """The run's saved same-class head, or None for a softmax-only run (`model`: load_run_model's)."""
+    return None if model.same_class is None else load_same_class(run)
+
+
+def features_and_probabilities(embedder: keras.Model, classifier: keras.Model) -> tuple[keras.Model, int]:
+    """One model for what an embedder and a classifier on the same input give apart, from one
+    pass of the tower: the features, then the class probabilities, side by side in one output
+    (the form predict_files reads); and the features' width, where the probabilities begin."""
+    both = keras.layers.Concatenate()([embedder.output, classifier.output])
+    return keras.Model(embedder.input, both, name="features_and_probabilities"), embedder.output_shape[-1]
 
 
 def _load_one(path: str | os.PathLike, size, max_pixels: int) -> np.ndarray:
@@ -74,54 +81,65 @@ def _load_one(path: str | os.PathLike, size, max_pixels: int) -> np.ndarray:
 
 @dataclass
 class Verification:
-    probability: float  # that the two photos show one class, by the same-class head
-    threshold: float
+    answer: str  # the name in ANSWERS of the answer that gives the verdict
+    scores: dict[str, float]  # the pair's score by each answer the run has
+    thresholds: dict[str, float | None]  # from which each answer says "same class" (None: not calibrated)
     top_classes: list[tuple[str, float]]  # each photo's most likely class and its probability
-    # The same by the classifier alone, for photos of its classes: the sum over classes of the
-    # products of the photos' probabilities. It separates held-out pairs of dog breeds better
-    # than the head (ROC AUC in bench/README.md, "Same breed or not").
-    classifier_agreement: float
 
     @property
     def same(self) -> bool:
-        return self.probability >= self.threshold
+        return self.scores[self.answer] >= self.thresholds[self.answer]
 
     def summary(self, names: list[str]) -> str:
         verdict = "same class" if self.same else "different classes"
-        lines = [f"{verdict}: probability {self.probability:.4f} (threshold {self.threshold:.2f})",
-                 f"classifier agreement: {self.classifier_agreement:.4f} (the chance of one class by the classifier, if both show one of its classes)"]
+        lines = [f"{verdict}, by {ANSWERS[self.answer]}: {self.scores[self.answer]:.4f} (threshold {self.thresholds[self.answer]:.4f})"]
+        for answer, score in self.scores.items():
+            if answer != self.answer:
+                threshold = self.thresholds[answer]
+                says = "no threshold" if threshold is None else f"threshold {threshold:.4f}: {'same' if score >= threshold else 'different'}"
+                lines.append(f"{ANSWERS[answer]}: {score:.4f} ({says})")
         lines += [f"{name}: {label} ({p:.4f})" for name, (label, p) in zip(names, self.top_classes)]
         return "\n".join(lines)
 
 
 def calibrate_verification(run: str | os.PathLike, valid_dir: str | os.PathLike, workers: int = 4, progress: bool = False) -> dict:
-    """Score the run's same-class head on pairs of valid photos (every same-class pair and as
-    many other-class pairs), choose the threshold that classifies most of them right, and write
-    it with the ROC AUC and accuracies to `verification.json` in the run folder."""
-    _, classes = resolve_model(run)
-    embedder = load_embedder(run)
+    """Score each answer the run has on pairs of valid photos (every same-class pair and as
+    many other-class pairs), choose for each the threshold that classifies most of them right,
+    and write the thresholds with their accuracies and ROC AUCs to `verification.json` in the
+    run folder."""
+    model, classes, _ = load_run_model(run)
     filenames, labels = index_class_folders(valid_dir, classes)
-    features, readable = predict_files(embedder, [os.path.join(valid_dir, f) for f in filenames], workers=workers, progress=progress)
-    return calibrate_on_features(run, features[readable], labels[readable], valid_dir)
+    both, width = features_and_probabilities(model.embedder, model.image_classifier)
+    outputs, readable = predict_files(both, [os.path.join(valid_dir, f) for f in filenames], workers=workers, progress=progress)
+    features, probabilities = outputs[readable, :width], outputs[readable, width:]
+    return calibrate_on_readings(run, features, probabilities, labels[readable], valid_dir, same_class_head_of(run, model))
 
 
-def calibrate_on_features(run: str | os.PathLike, features: np.ndarray, labels: np.ndarray, valid_dir: str | os.PathLike) -> dict:
-    """calibrate_verification on the features of the valid photos (one row per photo, its class
-    index in `labels`) where the caller already has them: the trainer, from its cached pass."""
+def calibrate_on_readings(
+    run: str | os.PathLike, features: np.ndarray, probabilities: np.ndarray, labels: np.ndarray, valid_dir: str | os.PathLike,
+    same_class: keras.Model | None,
+) -> dict:
+    """calibrate_verification on the features and class probabilities of the valid photos (a
+    row per photo, its class index in `labels`) where the caller already has them: the trainer,
+    from its cached pass. `same_class`: the run's same-class head, None for a softmax-only run."""
     pairs, same = verification_pairs(labels)
-    probabilities = same_class_probabilities(load_same_class(run), features, pairs)
-    threshold, accuracy = best_threshold(probabilities, same)
-    result = {
-        "threshold": threshold,
-        "accuracy": accuracy,
-        "accuracy_at_0.5": float(np.mean((probabilities >= 0.5) == (same > 0.5))),
-        "roc_auc": float(roc_auc_score(same, probabilities)) if 0 < same.mean() < 1 else None,
-        "pairs": len(same),
-        "same_class_pairs": int(same.sum()),
-        "data": str(valid_dir),
-    }
+    answers = {}
+    for answer, scores in pair_scores(features, probabilities, pairs, same_class).items():
+        threshold, accuracy = best_threshold(scores, same)
+        roc_auc = float(roc_auc_score(same, scores)) if 0 < same.mean() < 1 else None
+        answers[answer] = {"threshold": threshold, "accuracy": accuracy, "roc_auc": roc_auc}
+    result = {"answers": answers, "pairs": len(same), "same_class_pairs": int(same.sum()), "data": str(valid_dir)}
     write_json(_run_paths(run).verification, result)
     return result
+
+
+def pair_scores(features: np.ndarray, probabilities: np.ndarray, pairs: np.ndarray, same_class: keras.Model | None = None) -> dict[str, np.ndarray]:
+    """Each pair (i, j) of rows of `features` and `probabilities` scored by each answer in
+    ANSWERS that the run has (the head only with `same_class`)."""
+    scores = {"agreement": classifier_agreement(probabilities, pairs), "cosine": feature_cosine(features, pairs)}
+    if same_class is not None:
+        scores["head"] = same_class_probabilities(same_class, features, pairs)
+    return scores
 
 
 def same_class_probabilities(same_class: keras.Model, features: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -138,29 +156,46 @@ def classifier_agreement(probabilities: np.ndarray, pairs: np.ndarray) -> np.nda
     return np.sum(probabilities[pairs[:, 0]] * probabilities[pairs[:, 1]], axis=1)
 
 
-def saved_verification(run: str | os.PathLike) -> dict | None:
-    """What calibrate_verification wrote for the run, if anything."""
-    return read_json(_run_paths(run).verification)
+def feature_cosine(features: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """For each pair (i, j): the cosine of the angle between feature rows i and j (what search ranks by)."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    return np.sum(unit[pairs[:, 0]] * unit[pairs[:, 1]], axis=1)
 
 
-def verify(run: str | os.PathLike, first: str, second: str, threshold: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verification:
-    """The same-class head's probability for two photos, and each photo's top class. The
-    threshold defaults to the one chosen on the valid split at the end of training."""
-    if threshold is None:
-        threshold = (saved_verification(run) or {}).get("threshold", DEFAULT_THRESHOLD)
-    if not 0.0 <= threshold <= 1.0:
-        raise SiamdogError(f"--threshold must be between 0 and 1, got {threshold}")
-    same_class = load_same_class(run)  # first: a softmax-only run has none
+def calibrated_answers(run: str | os.PathLike) -> dict[str, dict]:
+    """What calibrate_verification wrote for the run, by answer: threshold, accuracy, ROC AUC
+    on the valid pairs; empty for a run never calibrated by this version."""
+    return (read_json(_run_paths(run).verification) or {}).get("answers", {})
+
+
+def verify(
+    run: str | os.PathLike, first: str, second: str, answer: str = DEFAULT_ANSWER, threshold: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Verification:
+    """Whether two photos show one class by `answer` (a name in ANSWERS), at `threshold`, by
+    default the one chosen on the valid split at the end of training; the pair's score by every
+    answer the run has, and each photo's top class."""
+    if answer not in ANSWERS:
+        raise SiamdogError(f"--by must be one of {', '.join(ANSWERS)}, got {answer}")
+    if threshold is not None and answer in ("agreement", "head") and not 0.0 <= threshold <= 1.0:
+        raise SiamdogError(f"--threshold must be between 0 and 1 for a probability, got {threshold}")
     model, classes, _ = load_run_model(run)
+    same_class = same_class_head_of(run, model)
+    if answer == "head" and same_class is None:
+        raise SiamdogError(f"{run}: a softmax-only run has no same-class head; answer --by agreement or --by cosine")
+    thresholds = {name: figures["threshold"] for name, figures in calibrated_answers(run).items()}
+    if threshold is not None:
+        thresholds[answer] = threshold
+    if answer not in thresholds:
+        raise SiamdogError(f"{run}: no threshold chosen on valid pairs for --by {answer} (run the run's `siamdog train` "
+                           "command again to calibrate a run trained before this version), or give --threshold")
     size = tuple(model.image_classifier.input_shape[1:3])
     images = np.concatenate([_load_one(path, size, max_pixels) for path in (first, second)])
-    both, width = features_and_probabilities(model)
+    both, width = features_and_probabilities(model.embedder, model.image_classifier)
     outputs = predict_batch(both, images)
-    features, probabilities = outputs[:, :width], outputs[:, width:]
-    pair = np.array([[0, 1]])
-    probability = float(same_class_probabilities(same_class, features, pair)[0])
-    top = [(classes[int(p.argmax())], float(p.max())) for p in probabilities]
-    return Verification(probability, threshold, top, float(classifier_agreement(probabilities, pair)[0]))
+    scores = pair_scores(outputs[:, :width], outputs[:, width:], np.array([[0, 1]]), same_class)
+    top = [(classes[int(p.argmax())], float(p.max())) for p in outputs[:, width:]]
+    return Verification(answer, {name: float(s[0]) for name, s in scores.items()}, {name: thresholds.get(name) for name in scores}, top)
 
 
 def embed(
@@ -181,7 +216,7 @@ def embed(
     paths = [str(p) for p in list_images(folder, recursive)]
     if not paths:
         raise SiamdogError(f"{folder}: no images")
-    both, width = features_and_probabilities(model)
+    both, width = features_and_probabilities(model.embedder, model.image_classifier)
     outputs, readable = predict_files(both, paths, batch_size, workers, max_pixels, progress)
     skipped = [p for p, ok in zip(paths, readable) if not ok]
     kept = [p for p, ok in zip(paths, readable) if ok]

@@ -432,7 +432,7 @@ def test_the_calibration_bench_s_run_folder_makes_train_calibrate_and_nothing_el
     finished_but_calibration(run, config, new_model(config, len(classes)), classes)
     with caplog.at_level("INFO"):
         state = train(demo / "data", run, config, verbose=0)
-    assert "same-class head on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
+    assert "same class or not, on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
     assert state["verification_seconds"] > 0 and (run / "verification.json").is_file()
 
 
@@ -470,49 +470,61 @@ def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_i
     assert rescored == [(run, "test", "flip")], "a new best.keras is scored again"
 
 
-def test_the_verification_bench_scores_pairs_by_feature_cosine_and_by_the_classifier_s_agreement():
-    from bench.verification import baseline_scores, pair_figures, row_of
+def test_the_verification_bench_scores_each_answer_by_roc_auc_and_by_accuracy_at_its_valid_threshold():
+    from bench.verification import pair_figures, row_means, row_of
+    from siamdog.similarity import pair_scores
 
     features = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0]])
     probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.5, 0.5]])
     pairs = np.array([[0, 1], [2, 3], [0, 2], [1, 3]])
     same = np.array([1.0, 1.0, 0.0, 0.0])
-    scores = baseline_scores(features, probabilities, pairs)
-    assert scores["feature cosine"][2] == pytest.approx(0.0) and scores["feature cosine"][0] > 0.99
-    assert scores["classifier agreement"] == pytest.approx([0.58, 0.5, 0.26, 0.5])
-    head = np.array([0.9, 0.3, 0.4, 0.1])
-    figures = pair_figures({"same-class head": head, **scores}, same, head_threshold=0.35)
-    assert figures["roc_auc"]["feature cosine"] == 1.0, "every pair of one breed is nearer than every pair of two"
-    assert figures["roc_auc"]["same-class head"] == 0.75, "0.3 ranks below the other-breed pair's 0.4"
-    assert figures["head_accuracy"] == 0.5, "at 0.35: (0, 1) and (1, 3) right, (2, 3) missed, (0, 2) taken for one breed"
-    assert "head_accuracy" not in pair_figures(scores, same), "a run without a same-class head"
+    scores = pair_scores(features, probabilities, pairs)
+    assert set(scores) == {"agreement", "cosine"}, "no same-class head given"
+    assert scores["cosine"][2] == pytest.approx(0.0) and scores["cosine"][0] > 0.99
+    assert scores["agreement"] == pytest.approx([0.58, 0.5, 0.26, 0.5])
+    scores["head"] = np.array([0.9, 0.3, 0.4, 0.1])
+    calibration = {answer: {"threshold": 0.35, "roc_auc": 0.8} for answer in scores}
+    figures = pair_figures(scores, same, calibration)
+    assert figures["cosine"]["roc_auc"] == 1.0, "every pair of one breed is nearer than every pair of two"
+    assert figures["head"]["roc_auc"] == 0.75, "0.3 ranks below the other-breed pair's 0.4"
+    assert figures["head"]["accuracy"] == 0.5, "at 0.35: (0, 1) and (1, 3) right, (2, 3) missed, (0, 2) taken for one breed"
+    assert figures["agreement"]["accuracy"] == 0.75, "at 0.35: only (1, 3), 0.5, taken for one breed"
+    assert figures["head"]["threshold"] == 0.35 and figures["head"]["valid_roc_auc"] == 0.8
+    other = {answer: {**f, "accuracy": 1.0} for answer, f in figures.items()}
+    assert row_means([{"answers": figures}, {"answers": other}])["answers"]["head"] == {"roc_auc": 0.75, "accuracy": 0.75}
     assert row_of(Path("runs/cached_heads_pk-seed12")) == "cached_heads_pk"
 
 
-def test_the_verification_bench_scores_a_run_s_test_pairs_at_the_threshold_it_chose_on_valid_and_keeps_the_figures(demo, tmp_path, monkeypatch):
+def test_the_verification_bench_scores_a_run_s_test_pairs_at_the_thresholds_it_chose_on_valid_and_keeps_the_figures(demo, tmp_path, monkeypatch):
     import bench.verification
     from bench.calibration import finished_but_calibration
-    from bench.verification import ANSWERS, row_means, score_run
+    from bench.verification import score_run
     from siamdog.data.batches import list_classes
     from siamdog.training.trainer import new_model, train
     from tests.conftest import NUM_CLASSES, STAGES, tiny_config
 
+    data = tmp_path / "data"  # the bench's split: train, valid and test side by side
+    data.mkdir()
+    for split, folder in (("train", demo / "data" / "train"), ("valid", demo / "data" / "valid"), ("test", demo / "test")):
+        (data / split).symlink_to(folder)
     config = tiny_config(feature_cache_views=1)
-    classes = list_classes(demo / "data" / "train")
+    classes = list_classes(data / "train")
     run = tmp_path / "row-seed3"
     finished_but_calibration(run, config, new_model(config, len(classes)), classes)
-    train(demo / "data", run, config, verbose=0)
-    figures = score_run(run, demo / "test", workers=1)
-    calibration = json.loads((run / "verification.json").read_text())
-    assert figures["row"] == "row" and figures["head_threshold"] == calibration["threshold"]
+    train(data, run, config, verbose=0)
+    figures = score_run(run, data, workers=1)
+    calibration = json.loads((run / "verification.json").read_text())["answers"]
+    assert figures["row"] == "row" and set(figures["answers"]) == {"agreement", "cosine", "head"}
+    assert all(figures["answers"][a]["threshold"] == calibration[a]["threshold"] for a in calibration)
     assert figures["same_class_pairs"] == NUM_CLASSES * 8 * 7 // 2 and figures["pairs"] == 2 * figures["same_class_pairs"]
-    assert set(figures["roc_auc"]) == set(ANSWERS) and all(0 <= auc <= 1 for auc in figures["roc_auc"].values())
+    assert all(0 <= f["roc_auc"] <= 1 and 0 <= f["accuracy"] <= 1 for f in figures["answers"].values())
 
+    # A run that an earlier version trained has no calibration of every answer: the bench makes it.
     softmax = tmp_path / "softmax-seed0"
-    train(demo / "data", softmax, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 1}]), verbose=0)
-    without_head = score_run(softmax, demo / "test", workers=1)
-    assert set(without_head["roc_auc"]) == set(ANSWERS) - {"same-class head"} and "head_accuracy" not in without_head
+    train(data, softmax, tiny_config(mode="softmax", stages=[{**STAGES[0], "epochs": 1}]), verbose=0)
+    (softmax / "verification.json").unlink()
+    without_head = score_run(softmax, data, workers=1)
+    assert set(without_head["answers"]) == {"agreement", "cosine"} and (softmax / "verification.json").is_file()
 
     monkeypatch.setattr(bench.verification, "scored_by_model", lambda *args: pytest.fail("scored again, though best.keras is the one scored"))
-    assert score_run(run, demo / "test", workers=1) == figures, "kept while best.keras is the file they scored"
-    assert row_means([figures, figures])["roc_auc"] == figures["roc_auc"]
+    assert score_run(run, data, workers=1) == figures, "kept while best.keras is the file they scored"

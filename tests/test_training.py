@@ -42,7 +42,9 @@ def test_all_stages_run_and_leave_a_complete_run_folder(trained_run):
     assert (trained_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not any((trained_run / "backup").glob("*/*")), "finished stages leave no backup behind"
     verification = json.loads((trained_run / "verification.json").read_text())
-    assert verification["pairs"] == 2 * verification["same_class_pairs"] > 0 and 0 <= verification["roc_auc"] <= 1
+    assert verification["pairs"] == 2 * verification["same_class_pairs"] > 0
+    assert set(verification["answers"]) == {"agreement", "cosine", "head"}, "a multi-loss run has every answer"
+    assert all(0 <= f["roc_auc"] <= 1 and 0.5 <= f["accuracy"] <= 1 for f in verification["answers"].values())
     assert json.loads(state_text)["verification_seconds"] > 0, "the calibration's time is part of the run's"
     model = keras.saving.load_model(trained_run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
@@ -62,7 +64,8 @@ def test_evaluate_cli_prints_the_headline_first_and_writes_files(trained_run, de
     assert lines[1] == "images: 32", "no top-5 error for 4 classes: the true class is always in the top five"
     assert any("precision" in line and "recall" in line for line in lines)
     assert any(line.strip().startswith("reddisc") for line in lines)
-    assert any(line.startswith("same-class head, on") and "pairs of the valid split" in line for line in lines)
+    assert any(line.startswith("same class or not, on") and "pairs of the valid split" in line for line in lines)
+    assert any(line.startswith("  head: ROC AUC ") and " at threshold " in line for line in lines)
     with open(tmp_path / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 32 and set(rows[0]) == {"image", "true", "predicted", "probability", "correct", "probability_of_true"}
@@ -187,28 +190,35 @@ def test_evaluate_scores_folders_named_otherwise_through_a_class_map(trained_run
     assert len(error.splitlines()) == 1 and "no-such-class is not among the model's classes" in error
 
 
-def test_verify_gives_a_symmetric_same_class_probability_and_each_photo_s_class(trained_run, demo, capsys):
+def test_verify_scores_a_pair_by_each_answer_symmetrically_with_each_photo_s_class(trained_run, demo, capsys):
     from siamdog.similarity import verify
 
     a, b = sorted((demo / "test" / "reddisc").iterdir())[:2]
     c = sorted((demo / "test" / "bluetriangle").iterdir())[0]
     forth, back = verify(trained_run, str(a), str(c)), verify(trained_run, str(c), str(a))
-    assert forth.probability == pytest.approx(back.probability, abs=1e-6)
+    assert set(forth.scores) == {"agreement", "cosine", "head"} and forth.answer == "agreement"
+    assert forth.scores == pytest.approx(back.scores, abs=1e-6)
     # The same classes; their probabilities to float32 rounding (a photo's position in the batch
     # may change the kernel's summation order on some CPUs).
     assert [label for label, _ in forth.top_classes] == [label for label, _ in back.top_classes[::-1]]
     assert [p for _, p in forth.top_classes] == pytest.approx([p for _, p in back.top_classes[::-1]], abs=1e-6)
-    # Identical features differ by zero: the head's output is then its bias alone.
+    # Identical features differ by zero: the head's output is then its bias alone, and their cosine 1.
     bias = float(keras.saving.load_model(trained_run / "best-same-class.keras").layers[-1].bias.numpy()[0])
-    assert verify(trained_run, str(a), str(a)).probability == pytest.approx(1 / (1 + np.exp(-bias)), abs=1e-6)
-    assert main(["verify", str(trained_run), str(a), str(b), "--threshold", "0"]) == 0
+    itself = verify(trained_run, str(a), str(a))
+    assert itself.scores["head"] == pytest.approx(1 / (1 + np.exp(-bias)), abs=1e-6) and itself.scores["cosine"] == pytest.approx(1, abs=1e-5)
+    assert itself.scores["agreement"] >= itself.top_classes[0][1] ** 2, "the sum of the squares holds the top class's"
+    calibrated = {answer: f["threshold"] for answer, f in json.loads((trained_run / "verification.json").read_text())["answers"].items()}
+    assert forth.thresholds == pytest.approx(calibrated), "the thresholds chosen on valid pairs by default"
+
+    assert main(["verify", str(trained_run), str(a), str(b), "--by", "head", "--threshold", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("same class: probability") and lines[1].startswith("classifier agreement: ")
-    assert lines[2].startswith(f"{a}: ") and len(lines) == 4
-    assert forth.classifier_agreement == pytest.approx(back.classifier_agreement, abs=1e-6) and 0 <= forth.classifier_agreement <= 1
-    chosen = json.loads((trained_run / "verification.json").read_text())["threshold"]
+    assert lines[0].startswith("same class, by the same-class head: ") and lines[0].endswith("(threshold 0.0000)")
+    assert lines[1].startswith("the classifier's agreement: ") and lines[2].startswith("the cosine of the features: ")
+    assert f"threshold {calibrated['agreement']:.4f}: " in lines[1]
+    assert lines[3].startswith(f"{a}: ") and len(lines) == 5
     assert main(["verify", str(trained_run), str(a), str(b)]) == 0
-    assert f"(threshold {chosen:.2f})" in capsys.readouterr().out, "the threshold chosen on valid pairs by default"
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert ", by the classifier's agreement: " in first_line and first_line.endswith(f"(threshold {calibrated['agreement']:.4f})")
     assert main(["verify", str(trained_run), str(a), str(demo / "missing.jpg")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
@@ -336,9 +346,10 @@ def test_a_run_stopped_while_calibrating_calibrates_on_the_rerun_and_trains_noth
     (run / "state.json").write_text(json.dumps(state))
     with caplog.at_level("INFO"):
         rerun = train(demo / "data", run, tiny_config(), verbose=0)
-    assert "same-class head on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
+    assert "same class or not, on" in caplog.text and " done in " not in caplog.text, "it calibrates, and no stage runs"
     assert rerun["completed"] == state["completed"] and rerun["verification_seconds"] > 0
-    assert json.loads((run / "verification.json").read_text())["threshold"] == pytest.approx(expected["threshold"])
+    again = json.loads((run / "verification.json").read_text())["answers"]
+    assert {answer: f["threshold"] for answer, f in again.items()} == pytest.approx({answer: f["threshold"] for answer, f in expected["answers"].items()})
 
 
 def test_an_ensemble_of_runs_at_two_sizes_scores_each_at_its_own(trained_run, demo, tmp_path):
@@ -469,8 +480,10 @@ def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
     assert state["best"]["val_accuracy"] >= 0.5, "chance is 0.25"
     assert (run / "best-embedding.keras").is_file() and not (run / "best-same-class.keras").exists()
+    assert set(json.loads((run / "verification.json").read_text())["answers"]) == {"agreement", "cosine"}, "no head to calibrate"
     photo = str(next((demo / "test" / "reddisc").iterdir()))
-    assert main(["verify", str(run), photo, photo]) == 2, "a softmax-only run has no same-class head"
+    assert main(["verify", str(run), photo, photo]) == 0, "the classifier's agreement answers for a softmax-only run"
+    assert main(["verify", str(run), photo, photo, "--by", "head"]) == 2, "a softmax-only run has no same-class head"
     # TensorBoard gets every epoch's figures, validation (ours, not Keras's) beside training.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -1,4 +1,4 @@
-"""Which samples of a batch form pairs: a pure function of the labels."""
+"""Which samples of a batch form pairs, and the answers that pairs of photos are scored by: pure functions of the labels."""
 
 from collections.abc import Sequence
 
@@ -57,9 +57,22 @@ def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray, outputs: 
     return {name: targets[name] for name in outputs}
 
 
+# The answers to "do these two photos show one class?", by the name `siamdog verify --by` takes.
+# The classifier's agreement separates held-out pairs of dog breeds best, and every run has it
+# (bench/README.md, "Same breed or not"); the cosine does not need the photos to show the
+# classes the run knows; only a multi-loss run has the same-class head.
+ANSWERS = {
+    "agreement": "the classifier's agreement",
+    "cosine": "the cosine of the features",
+    "head": "the same-class head",
+}
+DEFAULT_ANSWER = "agreement"
+
+
 def verification_pairs(labels: Sequence[int], seed: int = 0, max_positives: int = 20000) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i, j) for scoring a same-class head, and their targets: every same-class pair (at
-    most `max_positives`, drawn at random beyond that) and as many random other-class pairs."""
+    """Pairs (i, j) for scoring the answers to "same class?", and their targets: every
+    same-class pair (at most `max_positives`, drawn at random beyond that) and as many random
+    other-class pairs."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     first, second = np.triu_indices(len(labels), k=1)
@@ -73,11 +86,11 @@ def verification_pairs(labels: Sequence[int], seed: int = 0, max_positives: int 
     return np.stack([first[chosen], second[chosen]], axis=1), same[chosen].astype("float32")
 
 
-def best_threshold(probabilities: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """The threshold on the same-class probability that classifies the most pairs right, and
-    that accuracy (ties go to the threshold nearest 0.5)."""
-    candidates = np.unique(np.concatenate([probabilities, [0.5]]))
-    accuracies = np.array([np.mean((probabilities >= t) == (same > 0.5)) for t in candidates])
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """The threshold on a same-class score (a probability, a cosine) from which the most pairs
+    are classified right, and that accuracy (ties go to the threshold nearest 0.5)."""
+    candidates = np.unique(np.concatenate([scores, [0.5]]))
+    accuracies = np.array([np.mean((scores >= t) == (same > 0.5)) for t in candidates])
     best = np.flatnonzero(accuracies == accuracies.max())
     pick = best[np.argmin(np.abs(candidates[best] - 0.5))]
     return float(candidates[pick]), float(accuracies[pick])

@@ -5,7 +5,7 @@
     best.keras, best.json  the single-image classifier with the best val_accuracy so far
     best-embedding.keras   its features (image -> what the heads read), saved with it
     best-same-class.keras  its same-class head (two images' features -> probability), multi-loss runs
-    verification.json      that head's threshold, accuracy and ROC AUC on valid pairs, multi-loss runs
+    verification.json      each answer to "same class?" on valid pairs: threshold, accuracy, ROC AUC
     history/<stage>.csv    per-epoch logs of each stage
     curves.png             training curves of all stages
     checkpoints/<stage>.weights.h5   the model (and its random generators) after each finished stage

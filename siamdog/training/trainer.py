@@ -37,7 +37,7 @@ from siamdog.models.backbones import (
     unfreeze_last_blocks,
 )
 from siamdog.models.siamese import BATCH_OUTPUTS, OUTPUTS, SiamdogModel, build_model, heads_of
-from siamdog.similarity import calibrate_on_features, calibrate_verification
+from siamdog.similarity import calibrate_on_readings, calibrate_verification, features_and_probabilities, same_class_head_of
 from siamdog.training.callbacks import (
     ClassifierValidation,
     EpochOrder,
@@ -375,8 +375,8 @@ def _run_stages(
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
     if all(name in state["completed"] for name in selected):
-        if config.mode == "multiloss" and "verification_seconds" not in state:  # stopped while calibrating
-            _calibrate_same_class_head(run, state, config, model, valid_dir, classes, workers)
+        if "verification_seconds" not in state:  # stopped while calibrating, or trained by an earlier version
+            _calibrate_verification(run, state, config, model, valid_dir, classes, workers)
         else:
             log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
         return state
@@ -418,36 +418,40 @@ def _run_stages(
         state["best"] = read_json(str(run.best_model.with_suffix(".json")))
         write_json(str(run.state), state)
         log.info("stage %s done in %.0f s", stage.name, seconds)
-    if config.mode == "multiloss":
-        _calibrate_same_class_head(run, state, config, model, valid_dir, classes, workers)
+    _calibrate_verification(run, state, config, model, valid_dir, classes, workers)
     return state
 
 
-def _calibrate_same_class_head(
+def _calibrate_verification(
     run: RunPaths, state: dict, config: TrainConfig, model: SiamdogModel, valid_dir: Path, classes: list[str], workers: int
 ) -> None:
-    """The threshold of `siamdog verify`, chosen on the valid photos (calibrate_verification),
-    on the features of the cached valid pass where every stage trained on the cache rather than
-    on the photos read through the whole tower again; its seconds go into state.json last,
-    which marks the run as finished."""
+    """The thresholds of `siamdog verify`, chosen on the valid photos (calibrate_verification),
+    on the cached valid pass where every stage trained on the cache rather than on the photos
+    read through the whole tower again; its seconds go into state.json last, which marks the
+    run as finished."""
     started = time.monotonic()
     if every_stage_on_cache(config):
-        features, labels = _cached_valid_features(run, config, model, valid_dir, classes)
-        figures = calibrate_on_features(run.root, features, labels, valid_dir)
+        features, probabilities, labels = _cached_valid_readings(run, config, model, valid_dir, classes)
+        figures = calibrate_on_readings(run.root, features, probabilities, labels, valid_dir, same_class_head_of(run.root, model))
     else:
         figures = calibrate_verification(run.root, valid_dir, workers)
     state["verification_seconds"] = round(time.monotonic() - started, 1)
     write_json(str(run.state), state)
-    log.info("same-class head on %d valid pairs: ROC AUC %s, accuracy %.4f at threshold %.4f",
-             figures["pairs"], figures["roc_auc"], figures["accuracy"], figures["threshold"])
+    answers = "; ".join(f"{answer} ROC AUC {f['roc_auc']}, accuracy {f['accuracy']:.4f} at threshold {f['threshold']:.4f}"
+                        for answer, f in figures["answers"].items())
+    log.info("same class or not, on %d valid pairs: %s", figures["pairs"], answers)
 
 
-def _cached_valid_features(run: RunPaths, config: TrainConfig, model: SiamdogModel, valid_dir: Path, classes: list[str]):
-    """(features, class indices) of the valid photos by the saved best embedder: the cached
-    pass of the front, which no stage trains, through the rest of the tower and the embedding."""
-    model.embedder.load_weights(run.best_embedder)  # the best epoch's weights, not the last one's
+def _cached_valid_readings(run: RunPaths, config: TrainConfig, model: SiamdogModel, valid_dir: Path, classes: list[str]):
+    """(features, class probabilities, class indices) of the valid photos by the best epoch's
+    weights: the cached pass of the front, which no stage trains, through the rest of the
+    tower, the embedding and the classifier."""
+    model.image_classifier.load_weights(run.best_model)  # the best epoch's weights, not the last one's
     blocks = cached_front_blocks(config)
     valid = DirectoryBatches(valid_dir, (config.image_size, config.image_size), config.batch_size, shuffle=False, classes=classes)
     cache = stage_inputs(model.tower, config.backbone, blocks, blocks, valid, 1, Augmentation(), config.seed)
     _, tail = split_tower(model.tower, config.backbone, blocks)
-    return predict_batches(heads_of(model, tail).embedder, FeatureBatches(cache, valid.classes, len(classes), config.batch_size, shuffle=False))
+    on_cache = heads_of(model, tail)
+    both, width = features_and_probabilities(on_cache.embedder, on_cache.classifier)
+    outputs, labels = predict_batches(both, FeatureBatches(cache, valid.classes, len(classes), config.batch_size, shuffle=False))
+    return outputs[:, :width], outputs[:, width:], labels
