@@ -71,10 +71,11 @@ class Bench:
         self.data = data
         self.classes = list_classes(data / "train")
 
-    def batches(self, split: str, config):
+    def batches(self, split: str, config, image_size: int | None = None):
+        """`split`'s photos in file order, at `image_size` (default: the config's)."""
         from siamdog.data.batches import DirectoryBatches
 
-        size = (config.image_size, config.image_size)
+        size = (image_size or config.image_size,) * 2
         return DirectoryBatches(self.data / split, size, config.batch_size, shuffle=False, classes=self.classes)
 
     def inputs(self, tower, config, split: str, views: int | tuple[str, ...], blocks: int | None = None):
@@ -135,25 +136,38 @@ class Bench:
                 seconds[split][Path(pooled.filename).stem] = fill_seconds(pooled)
         return seconds
 
-    def score(self, run: Path, split: str = "test", tta: str = "flip") -> tuple[np.ndarray, np.ndarray]:
+    def score(self, run: Path, split: str = "test", tta: str = "flip", image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities, labels) of a run's best.keras on `split` (scored_by_model),
-        kept in RUN/scores/SPLIT-TTA.npz while best.keras is the file it scored: another
+        kept in RUN/scores/SPLIT-TTA.npz (SPLIT-TTA-SIZEpx.npz at another `image_size` than the
+        run's) with the seconds the scoring took, while best.keras is the file it scored: another
         invocation that scores the run again (a run on images takes minutes) reads them."""
-        kept = run / "scores" / f"{split}-{tta}.npz"
+        kept = self._kept_score(run, split, tta, image_size)
         scored_model = (run / "best.keras").stat().st_mtime_ns
         if kept.is_file():
             with np.load(kept) as scores:
                 if int(scores["best_keras_mtime_ns"]) == scored_model:
                     return scores["probabilities"], scores["labels"]
-        probabilities, labels = self.scored_by_model(run, split, tta)
+        started = time.monotonic()
+        probabilities, labels = self.scored_by_model(run, split, tta, image_size)
+        seconds = time.monotonic() - started
         kept.parent.mkdir(exist_ok=True)
         replace_atomically(kept, lambda path: np.savez(path, probabilities=probabilities, labels=np.asarray(labels),
-                                                       best_keras_mtime_ns=scored_model))
+                                                       best_keras_mtime_ns=scored_model, seconds=seconds))
         return probabilities, np.asarray(labels)
 
-    def scored_by_model(self, run: Path, split: str, tta: str) -> tuple[np.ndarray, np.ndarray]:
+    def scoring_seconds(self, run: Path, split: str = "test", tta: str = "flip", image_size: int | None = None) -> float | None:
+        """The seconds that the kept score of score() took to make (None: kept before they were)."""
+        with np.load(self._kept_score(run, split, tta, image_size)) as scores:
+            return float(scores["seconds"]) if "seconds" in scores.files else None
+
+    @staticmethod
+    def _kept_score(run: Path, split: str, tta: str, image_size: int | None) -> Path:
+        return run / "scores" / (f"{split}-{tta}" + (f"-{image_size}px" if image_size else "") + ".npz")
+
+    def scored_by_model(self, run: Path, split: str, tta: str, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(class probabilities, labels) of a run's best.keras on `split`, from the cached passes,
-        or from the images where it trained blocks inside the passes' cached front (a run on images)."""
+        or from the images where it trained blocks inside the passes' cached front (a run on
+        images) or where they are read at another `image_size` than the run's."""
         from siamdog.config import load_config
         from siamdog.data.features import FeatureBatches
         from siamdog.evaluate import load_run_model
@@ -163,6 +177,8 @@ class Bench:
         from siamdog.training.trainer import cached_front_blocks
 
         config = load_config(run / "config.yaml")
+        if image_size is not None:
+            return predict_batches(load_run_model(run, image_size)[0].image_classifier, self.batches(split, config, image_size), tta)
         model, _, _ = load_run_model(run)
         tower = model.tower
         # The tower is ImageNet's up to the blocks that the stage which made best.keras trained:

@@ -109,7 +109,7 @@ def _evaluate(args) -> int:
     class_map = read_class_map(args.class_map) if args.class_map else None
     result = evaluate(
         args.model, args.data, out_dir=args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
-        tta=args.tta, class_map=class_map, train_dir=args.train_data,
+        tta=args.tta, class_map=class_map, train_dir=args.train_data, image_size=args.image_size,
     )
     print(result.summary())
     print()
@@ -156,7 +156,7 @@ def _predict(args) -> int:
 
     count, skipped = predict(
         args.model, args.images, args.out, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
-        tta=args.tta, recursive=args.recursive, top_k=args.top_k, fmt=args.format,
+        tta=args.tta, recursive=args.recursive, top_k=args.top_k, fmt=args.format, image_size=args.image_size,
     )
     print(f"wrote {count} predictions to {args.out}")
     if skipped:
@@ -299,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tta", nargs="?", const=DEFAULT_TTA, default="none", choices=TTA_VIEWS,
                        help="test-time augmentation: average each image's probabilities as is and mirrored (--tta flip: 2x the time), "
                             f"or also its centre enlarged, as is and mirrored (--tta crops: 4x); a bare --tta is --tta {DEFAULT_TTA}")
+        p.add_argument("--image-size", type=int, metavar="PX",
+                       help="read the photos at PX x PX instead of the size each model trained at (the run folder's config.yaml "
+                            "rebuilds the model; a size a little above training's can do better, bench/README.md)")
 
     p = commands.add_parser("export", help="write a run's classifier as a SavedModel, ONNX or LiteRT model")
     p.add_argument("model", help="run folder or .keras file (with classes.txt beside it)")

@@ -43,8 +43,12 @@ def resolve_model(path: str | os.PathLike) -> tuple[Path, list[str]]:
     return model_file, classes_file.read_text(encoding="utf-8").splitlines()
 
 
-def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str], Path]:
-    """The saved classifier, its class names, and the `.keras` file it came from."""
+def load_classifier(path: str | os.PathLike, image_size: int | None = None) -> tuple[keras.Model, list[str], Path]:
+    """The saved classifier, its class names, and the `.keras` file it came from; with
+    `image_size`, the classifier rebuilt to read photos at that size (load_run_model)."""
+    if image_size is not None:
+        model, classes, model_file = load_run_model(path, image_size)
+        return model.image_classifier, classes, model_file
     model_file, classes = resolve_model(path)
     try:
         model = keras.saving.load_model(model_file, compile=False)
@@ -55,12 +59,18 @@ def load_classifier(path: str | os.PathLike) -> tuple[keras.Model, list[str], Pa
     return model, classes, model_file
 
 
-def load_run_model(run: str | os.PathLike) -> tuple[SiamdogModel, list[str], Path]:
+def load_run_model(run: str | os.PathLike, image_size: int | None = None) -> tuple[SiamdogModel, list[str], Path]:
     """A run's model rebuilt from its config.yaml and given the weights of its best.keras, its
-    class names and that file: every part as an object, for what needs more than one of them."""
+    class names and that file: every part as an object, for what needs more than one of them.
+    `image_size`: the size it reads photos at, by default the one it trained at. The tower is
+    convolutional and pools its last feature map, so its weights fit any size; a model trained
+    with zoom augmentation can see better a little above its training size (bench/README.md)."""
     model_file, classes = resolve_model(run)
-    config = load_config(RunPaths(model_file.parent).config)
-    tower = build_tower(config.backbone, None, config.image_size, config.precision)
+    config_file = RunPaths(model_file.parent).config
+    if not config_file.is_file():
+        raise SiamdogError(f"{config_file}: missing; the model is rebuilt from its run's config.yaml (give the run folder)")
+    config = load_config(config_file)
+    tower = build_tower(config.backbone, None, image_size or config.image_size, config.precision)
     model = build_model(config.mode, tower, len(classes), config.dropout, config.embedding_size, auxiliary_head=config.auxiliary_head)
     try:
         model.image_classifier.load_weights(model_file)
@@ -70,12 +80,13 @@ def load_run_model(run: str | os.PathLike) -> tuple[SiamdogModel, list[str], Pat
     return model, classes, model_file
 
 
-def load_classifiers(models: str | os.PathLike | list) -> tuple[keras.Model, list[str], list[Path]]:
+def load_classifiers(models: str | os.PathLike | list, image_size: int | None = None) -> tuple[keras.Model, list[str], list[Path]]:
     """One classifier, or the ensemble of several (the mean of their probabilities); its class
     names and the `.keras` files it came from. An ensemble's members must name the same classes
-    in the same order; they may take different input sizes (see average_classifiers)."""
+    in the same order; they may take different input sizes (see average_classifiers), unless
+    `image_size` sets one for all (load_classifier)."""
     paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
-    loaded = [load_classifier(path) for path in paths]
+    loaded = [load_classifier(path, image_size) for path in paths]
     _, classes, first_file = loaded[0]
     for model, member_classes, model_file in loaded[1:]:
         if member_classes != classes:
@@ -211,6 +222,7 @@ def evaluate(
     tta: str = "none",
     class_map: dict[str, str] | None = None,
     train_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
 ) -> Evaluation:
     """Score the classifier (or the ensemble of several: a list of models) on
     `data_dir/<class>/` images; write predictions.csv, confusion_matrix.png, metrics.json and
@@ -219,9 +231,10 @@ def evaluate(
 
     `class_map` names the model class of folders named otherwise (see parse_class_map).
     `train_dir` (the run's training folder) is scored too, for the report's label-error
-    candidates; its predictions go to train_predictions.csv.
+    candidates; its predictions go to train_predictions.csv. `image_size`: the size the
+    photos are read at, by default each model's training size (load_run_model).
     """
-    classifier, classes, model_files = load_classifiers(model)
+    classifier, classes, model_files = load_classifiers(model, image_size)
     if out_dir is None and len(model_files) > 1:
         raise SiamdogError("an ensemble's evaluation has no run folder to go in: give --out")
     options = dict(class_map=class_map or {}, batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=progress, tta=tta)
@@ -253,12 +266,13 @@ def evaluate(
     plot_confusion_matrix(matrix, classes, out_dir / "confusion_matrix.png")
     metrics = {k: v for k, v in dataclasses.asdict(result).items() if k != "report"}
     models = [str(f) for f in model_files]
-    write_json(str(out_dir / "metrics.json"), {**metrics, "model": models[0] if len(models) == 1 else models, "data": str(data_dir), "tta": tta})
+    write_json(str(out_dir / "metrics.json"), {**metrics, "model": models[0] if len(models) == 1 else models, "data": str(data_dir), "tta": tta,
+                                              "image_size": int(classifier.input_shape[1])})
     precision, recall, _, _ = precision_recall_fscore_support(test.labels, predicted, labels=everything, zero_division=0)
     write_report(out_dir / "report.html", ReportInputs(
         title=f"siamdog evaluation of {' + '.join(f'{f.parent.name}/{f.name}' for f in model_files)} on {Path(data_dir).name}",
         headline=[*result.summary().splitlines(), f"model: {' + '.join(models)}" + (" (the mean of their probabilities)" if len(models) > 1 else ""),
-                  f"data: {data_dir}" + (f" (TTA: {tta})" if tta != "none" else "")],
+                  f"data: {data_dir} at {classifier.input_shape[1]} px" + (f" (TTA: {tta})" if tta != "none" else "")],
         classes=classes, matrix=matrix, precision=precision, recall=recall, test=test, training=training,
     ))
     return result
@@ -308,12 +322,14 @@ def predict(
     recursive: bool = False,
     top_k: int = 1,
     fmt: str = "submission",
+    image_size: int | None = None,
 ) -> tuple[int, list[str]]:
     """Label the images in `images_dir` with a classifier or an ensemble (a list of models);
     returns (predictions written, ids of unreadable images).
 
     `submission`: `label<TAB>image_id` lines, the Baidu competition's format (the top class).
     `csv`: `image_id,label_1,probability_1,...,label_k,probability_k` with a header.
+    `image_size`: as evaluate's.
     """
     out_file, images_dir = Path(out_file), Path(images_dir)
     if fmt not in PREDICTION_FORMATS:
@@ -326,7 +342,7 @@ def predict(
         hint = "" if recursive else " (images in subfolders are read with --recursive)"
         raise SiamdogError(f"{images_dir}: no image files{hint}")
     ids = image_ids(paths, images_dir)
-    classifier, classes, _ = load_classifiers(model)
+    classifier, classes, _ = load_classifiers(model, image_size)
     if not 1 <= top_k <= len(classes):
         raise SiamdogError(f"--top-k must be between 1 and the number of classes ({len(classes)}), got {top_k}")
     probabilities, readable = predict_files(classifier, [str(p) for p in paths], batch_size, workers, max_pixels, progress, tta)

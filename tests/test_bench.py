@@ -467,7 +467,16 @@ def test_a_run_on_images_that_fine_tunes_the_tower_is_scored_on_its_images_and_i
     rescored = []
     monkeypatch.setattr(Bench, "scored_by_model", lambda self, *args: rescored.append(args) or scored)
     bench.score(run, "test", "flip")
-    assert rescored == [(run, "test", "flip")], "a new best.keras is scored again"
+    assert rescored == [(run, "test", "flip", None)], "a new best.keras is scored again"
+    monkeypatch.undo()
+
+    from siamdog.evaluate import load_classifiers, predict_files
+
+    larger = bench.score(run, "test", "none", image_size=96)
+    assert (run / "scores" / "test-none-96px.npz").is_file() and bench.scoring_seconds(run, "test", "none", 96) > 0
+    paths = [str(data / "test" / name) for name in bench.batches("test", config).filenames]
+    by_evaluate = predict_files(load_classifiers(run, image_size=96)[0], paths, progress=False)[0]
+    np.testing.assert_allclose(larger[0], by_evaluate, atol=1e-5, err_msg="read at 96 px as evaluate --image-size 96 reads them")
 
 
 def test_the_verification_bench_scores_each_answer_by_roc_auc_and_by_accuracy_at_its_valid_threshold():
@@ -528,3 +537,14 @@ def test_the_verification_bench_scores_a_run_s_test_pairs_at_the_thresholds_it_c
 
     monkeypatch.setattr(bench.verification, "scored_by_model", lambda *args: pytest.fail("scored again, though best.keras is the one scored"))
     assert score_run(run, data, workers=1) == figures, "kept while best.keras is the file they scored"
+
+
+def test_the_test_size_bench_chooses_the_size_of_the_lowest_mean_valid_error_the_smaller_on_a_tie():
+    from bench.test_size import chosen_size, compared
+
+    assert chosen_size({299: [0.21, 0.20], 340: [0.19, 0.20], 380: [0.20, 0.19]}) == 340
+    assert chosen_size({299: [0.20, 0.20], 340: [0.21, 0.20]}) == 299
+    right = {"right": [True] * 30 + [False] * 10}
+    better = {"right": [True] * 40}
+    assert compared([better, better], [right, right])["verdict"] == "better"
+    assert compared([better, right], [right, right])["verdict"] == "tie", "better on one run of two"

@@ -350,6 +350,10 @@ def test_a_run_stopped_while_calibrating_calibrates_on_the_rerun_and_trains_noth
     assert rerun["completed"] == state["completed"] and rerun["verification_seconds"] > 0
     again = json.loads((run / "verification.json").read_text())["answers"]
     assert {answer: f["threshold"] for answer, f in again.items()} == pytest.approx({answer: f["threshold"] for answer, f in expected["answers"].items()})
+    # A run that an earlier version calibrated (the head's figures alone) is calibrated again.
+    (run / "verification.json").write_text(json.dumps(expected["answers"]["head"]))
+    train(demo / "data", run, tiny_config(), verbose=0)
+    assert set(json.loads((run / "verification.json").read_text())["answers"]) == set(expected["answers"])
 
 
 def test_an_ensemble_of_runs_at_two_sizes_scores_each_at_its_own(trained_run, demo, tmp_path):
@@ -375,6 +379,32 @@ def test_an_ensemble_of_runs_at_two_sizes_scores_each_at_its_own(trained_run, de
     # close to the mean of the members on their own sizes, not equal.
     np.testing.assert_allclose(together, np.mean(members, axis=0), atol=0.05)
     assert np.mean(together.argmax(1) == np.mean(members, axis=0).argmax(1)) >= 0.9
+
+
+def test_evaluate_and_predict_read_the_photos_at_another_size_through_the_run_s_rebuilt_model(trained_run, demo, tmp_path, capsys):
+    from siamdog.evaluate import load_classifiers, predict_files
+
+    paths = [str(p) for p in sorted((demo / "test").rglob("*.jpg"))]
+    saved = predict_files(load_classifiers(trained_run)[0], paths, progress=False)[0]
+    rebuilt, _, _ = load_classifiers(trained_run, image_size=71)
+    np.testing.assert_allclose(predict_files(rebuilt, paths, progress=False)[0], saved, atol=1e-5, err_msg="the training size: the saved model")
+    larger, _, _ = load_classifiers([trained_run, trained_run], image_size=96)
+    assert larger.input_shape[1:3] == (96, 96)
+    assert not np.allclose(predict_files(larger, paths, progress=False)[0], saved, atol=1e-3), "the photos read at 96 px"
+
+    assert main(["evaluate", "--model", str(trained_run), "--data", str(demo / "test"), "--out", str(tmp_path / "eval"), "--image-size", "96"]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["image_size"] == 96
+    assert main(["predict", "--model", str(trained_run), "--images", str(demo / "test" / "reddisc"), "--out", str(tmp_path / "p.txt"), "--image-size", "96"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(trained_run), "--data", str(demo / "test"), "--out", str(tmp_path / "e2"), "--image-size", "20"]) == 2
+    assert "too small" in capsys.readouterr().err
+    lone = tmp_path / "lone"  # a .keras file without its run folder's config.yaml
+    lone.mkdir()
+    for name in ("best.keras", "classes.txt"):
+        shutil.copy(trained_run / name, lone / name)
+    assert main(["evaluate", "--model", str(lone / "best.keras"), "--data", str(demo / "test"), "--out", str(tmp_path / "e3"), "--image-size", "96"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "config.yaml: missing" in error
 
 
 def test_a_new_run_can_start_from_an_earlier_run_s_best_model(trained_run, demo, tmp_path):

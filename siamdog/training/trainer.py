@@ -37,7 +37,7 @@ from siamdog.models.backbones import (
     unfreeze_last_blocks,
 )
 from siamdog.models.siamese import BATCH_OUTPUTS, OUTPUTS, SiamdogModel, build_model, heads_of
-from siamdog.similarity import calibrate_on_readings, calibrate_verification, features_and_probabilities, same_class_head_of
+from siamdog.similarity import calibrate_on_readings, calibrate_verification, calibrated_answers, features_and_probabilities, same_class_head_of
 from siamdog.training.callbacks import (
     ClassifierValidation,
     EpochOrder,
@@ -375,7 +375,7 @@ def _run_stages(
     finished = [s for s in config.stage_names() if s in state["completed"]]
     size = (config.image_size, config.image_size)
     if all(name in state["completed"] for name in selected):
-        if "verification_seconds" not in state:  # stopped while calibrating, or trained by an earlier version
+        if "verification_seconds" not in state or not calibrated_answers(run.root):  # stopped while calibrating, or calibrated by an earlier version
             _calibrate_verification(run, state, config, model, valid_dir, classes, workers)
         else:
             log.info("%s: stage(s) %s already complete; nothing to do", run.root, ", ".join(selected))
