@@ -112,7 +112,7 @@ def main() -> None:
         f"{len(runs)} runs trained at {trained} px. Valid top-1 error ({bench.data.name}, {results['valid_images']} photos, "
         f"`--tta {VALID_TTA}`) by the size the photos are read at:\n\n"
         + markdown_table(["size", "mean", "per run"], valid_rows)
-        + f"\n\nTest top-1 error ({results['test_images']} photos) at {trained} px and at the chosen {size} px; McNemar of each run "
+        + f"\nTest top-1 error ({results['test_images']} photos) at {trained} px and at the chosen {size} px; McNemar of each run "
         f"at {size} px against itself at {trained} px (photos only the first gets right : only the second); minutes: the runs' mean "
         f"training ({train_minutes:.1f}) and scoring the test photos at {size} px:\n\n"
         + markdown_table(["tta", f"{trained} px", f"{size} px", f"{size} px per run", "95 % interval", "McNemar p per run", "verdict", "minutes"], test_rows)

@@ -144,7 +144,7 @@ def main() -> None:
         "as many of two, so half right is chance). Each answer of `siamdog verify --by`: its ROC AUC, and its accuracy at "
         "the threshold its run chose on the valid photos.\n\n"
         + markdown_table(["run", *(f"{a} {figure}" for a in ANSWERS for figure in ("ROC AUC", "accuracy"))], table)
-        + "\n\nThe thresholds chosen on the valid photos, and each answer's ROC AUC there:\n\n"
+        + "\nThe thresholds chosen on the valid photos, and each answer's ROC AUC there:\n\n"
         + markdown_table(["run", *ANSWERS], thresholds)
     )
     write_results(args.out, f"verification-{results['date']}", results, "Same breed or not, on held-out photos", body)
