@@ -1,5 +1,6 @@
 """What every benchmark records beside its figures: when, where, and with which command."""
 
+import argparse
 import datetime
 import json
 import os
@@ -72,3 +73,13 @@ def images_per_second(run, batch, repeats: int) -> float:
     for _ in range(repeats):
         run(batch)
     return repeats * len(batch) / (time.perf_counter() - started)
+
+
+def trained_runs(parser: argparse.ArgumentParser, folders: list[str]) -> list[Path]:
+    """The run folders named on the command line, refused in one line unless each holds a
+    trained model (best.keras)."""
+    runs = [Path(folder) for folder in folders]
+    missing = [str(run) for run in runs if not (run / "best.keras").is_file()]
+    if missing:
+        parser.error(f"not a trained run folder (no best.keras): {', '.join(missing)}")
+    return runs

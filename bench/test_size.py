@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import header, markdown_table, write_results  # noqa: E402
+from bench.common import header, markdown_table, trained_runs, write_results  # noqa: E402
 from bench.runner import REPO, Bench, data_summary, errors, organized_data, training_seconds  # noqa: E402
 from bench.stats import error_interval, mcnemar, verdict  # noqa: E402
 from siamdog.inference import TTA_VIEWS  # noqa: E402
@@ -57,10 +57,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(REPO / "build" / "bench"))
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
-    runs = [Path(r) for r in args.runs]
-    missing = [str(r) for r in runs if not (r / "best.keras").is_file()]
-    if missing:
-        parser.error(f"not a trained run folder (no best.keras): {', '.join(missing)}")
+    runs = trained_runs(parser, args.runs)
     trained_sizes = {load_config(r / "config.yaml").image_size for r in runs}
     if len(trained_sizes) > 1:
         parser.error(f"the runs trained at different sizes ({sorted(trained_sizes)}); give runs of one")

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import header, markdown_table, write_results  # noqa: E402
+from bench.common import header, markdown_table, trained_runs, write_results  # noqa: E402
 from bench.runner import REPO, data_summary, organized_data  # noqa: E402
 from siamdog.data.pairing import ANSWERS  # noqa: E402
 
@@ -123,10 +123,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="loader threads")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
-    runs = [Path(r) for r in args.runs]
-    missing = [str(r) for r in runs if not (r / "best.keras").is_file()]
-    if missing:
-        parser.error(f"not a trained run folder (no best.keras): {', '.join(missing)}")
+    runs = trained_runs(parser, args.runs)
 
     data = organized_data(Path(args.work))
     per_run = [score_run(run, data, args.workers) for run in runs]

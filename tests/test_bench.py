@@ -548,3 +548,18 @@ def test_the_test_size_bench_chooses_the_size_of_the_lowest_mean_valid_error_the
     better = {"right": [True] * 40}
     assert compared([better, better], [right, right])["verdict"] == "better"
     assert compared([better, right], [right, right])["verdict"] == "tie", "better on one run of two"
+
+
+def test_a_bench_refuses_run_folders_without_a_trained_model_in_one_line(tmp_path, capsys):
+    import argparse
+
+    from bench.common import trained_runs
+
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "best.keras").write_bytes(b"")
+    parser = argparse.ArgumentParser(prog="bench")
+    assert trained_runs(parser, [str(tmp_path / "done")]) == [tmp_path / "done"]
+    with pytest.raises(SystemExit):
+        trained_runs(parser, [str(tmp_path / "done"), str(tmp_path / "empty")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].endswith(f"not a trained run folder (no best.keras): {tmp_path / 'empty'}")
