@@ -18,7 +18,6 @@ Writes bench/results/test-size-<date>.json and .md.
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, markdown_table, trained_runs, write_results  # noqa: E402
-from bench.runner import REPO, Bench, data_summary, errors, organized_data, training_seconds  # noqa: E402
+from bench.runner import REPO, Bench, data_summary, errors, organized_data  # noqa: E402
 from bench.stats import error_interval, mcnemar, verdict  # noqa: E402
 from siamdog.inference import TTA_VIEWS  # noqa: E402
 
@@ -90,29 +89,27 @@ def main() -> None:
                             "scoring_seconds": [None if s is None else round(s, 1) for s in seconds]},
             **compared(list(at_chosen), at_training),
         }
-    train_minutes = float(np.mean([training_seconds(json.loads((r / "state.json").read_text())) for r in runs])) / 60
 
     results = {**header("test-size"), **data_summary(bench.data), "runs": [os.path.relpath(r, REPO) for r in runs],
                "training_size": trained, "valid_tta": VALID_TTA, "valid_top1_err": {str(s): e for s, e in valid.items()},
-               "chosen_size": size, "training_minutes": round(train_minutes, 1), "test": test}
+               "chosen_size": size, "test": test}
     valid_rows = [[f"{s} px" + (" (training)" if s == trained else "") + (" **chosen**" if s == size else ""),
                    f"{np.mean(e):.4f}", " ".join(f"{x:.4f}" for x in e)] for s, e in valid.items()]
     test_rows = []
     for tta, t in test.items():
         p_values = ", ".join(f"{m['mcnemar_p']:.3g} ({m['only_a_right']}:{m['only_b_right']})" for m in t["mcnemar"])
         scoring = [s for s in t["chosen_size"]["scoring_seconds"] if s is not None]
-        minutes = f"{train_minutes + np.mean(scoring) / 60:.1f}" if scoring else "-"
         test_rows.append([tta, f"{t['training_size']['top1_err']:.4f}", f"{t['chosen_size']['top1_err']:.4f}",
                           " ".join(f"{x:.4f}" for x in t["chosen_size"]["top1_err_seeds"]),
-                          f"{t['chosen_size']['interval'][0]:.3f}-{t['chosen_size']['interval'][1]:.3f}", p_values, t["verdict"], minutes])
+                          f"{t['chosen_size']['interval'][0]:.3f}-{t['chosen_size']['interval'][1]:.3f}", p_values, t["verdict"], f"{np.mean(scoring):.0f}" if scoring else "-"])
     body = (
         f"{len(runs)} runs trained at {trained} px. Valid top-1 error ({bench.data.name}, {results['valid_images']} photos, "
         f"`--tta {VALID_TTA}`) by the size the photos are read at:\n\n"
         + markdown_table(["size", "mean", "per run"], valid_rows)
         + f"\nTest top-1 error ({results['test_images']} photos) at {trained} px and at the chosen {size} px; McNemar of each run "
-        f"at {size} px against itself at {trained} px (photos only the first gets right : only the second); minutes: the runs' mean "
-        f"training ({train_minutes:.1f}) and scoring the test photos at {size} px:\n\n"
-        + markdown_table(["tta", f"{trained} px", f"{size} px", f"{size} px per run", "95 % interval", "McNemar p per run", "verdict", "minutes"], test_rows)
+        f"at {size} px against itself at {trained} px (photos only the first gets right : only the second); the seconds that scoring "
+        f"the test photos at {size} px took a run:\n\n"
+        + markdown_table(["tta", f"{trained} px", f"{size} px", f"{size} px per run", "95 % interval", "McNemar p per run", "verdict", "seconds"], test_rows)
     )
     write_results(args.out, f"test-size-{results['date']}", results, "The size to read the photos at when scoring", body)
 
