@@ -28,8 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, markdown_table, trained_runs, write_results  # noqa: E402
-from bench.runner import REPO, Bench, data_summary, errors, organized_data  # noqa: E402
-from bench.stats import error_interval, mcnemar, verdict  # noqa: E402
+from bench.runner import REPO, Bench, compare, data_summary, errors, organized_data, summarize  # noqa: E402
 from siamdog.inference import TTA_VIEWS  # noqa: E402
 
 VALID_TTA = "flip"
@@ -38,12 +37,6 @@ VALID_TTA = "flip"
 def chosen_size(valid_errors: dict[int, list[float]]) -> int:
     """The size of the lowest mean valid error over the runs (ties: the smallest, the cheapest)."""
     return min(valid_errors, key=lambda size: (np.mean(valid_errors[size]), size))
-
-
-def compared(at_chosen: list[dict], at_training: list[dict]) -> dict:
-    """Each run at the chosen size against itself at the training size (errors() of each)."""
-    tests = [mcnemar(a["right"], b["right"]) for a, b in zip(at_chosen, at_training)]
-    return {"mcnemar": tests, "verdict": verdict(tests)}
 
 
 def main() -> None:
@@ -65,29 +58,26 @@ def main() -> None:
     bench = Bench(organized_data(Path(args.work)))
     os.chdir(REPO)  # runs name their weights relative to the checkout
 
-    def scored(run: Path, split: str, tta: str, size: int) -> tuple[dict, float | None]:
-        """errors() of the run at `size`, and the seconds the scoring took."""
+    def scored(run: Path, split: str, tta: str, size: int) -> dict:
+        """The run at `size` in the form of the ablation's seeds (summarize, compare): its
+        errors() on `split`, and the seconds its scoring took (0 if kept before they were)."""
         image_size = None if size == trained else size
-        probabilities, labels = bench.score(run, split, tta, image_size)
-        return errors(probabilities, labels), bench.scoring_seconds(run, split, tta, image_size)
+        return {"seed": run.name, "test": errors(*bench.score(run, split, tta, image_size)),
+                "seconds": bench.scoring_seconds(run, split, tta, image_size) or 0.0}
 
     sizes = sorted({trained, *args.sizes})
-    valid = {size: [scored(run, "valid", VALID_TTA, size)[0]["top1_err"] for run in runs] for size in sizes}
+    valid = {size: [scored(run, "valid", VALID_TTA, size)["test"]["top1_err"] for run in runs] for size in sizes}
     size = chosen_size(valid)
     test = {}
     for tta in args.tta:
-        at_training = [scored(run, "test", tta, trained)[0] for run in runs]
-        at_chosen, seconds = zip(*(scored(run, "test", tta, size) for run in runs))
+        at_training = [scored(run, "test", tta, trained) for run in runs]
+        at_chosen = [scored(run, "test", tta, size) for run in runs]
+        chosen = summarize(at_chosen, 0.0)
+        del chosen["minutes"]  # the scoring's alone here, which scoring_seconds gives per run
         test[tta] = {
-            "training_size": {"top1_err": float(np.mean([f["top1_err"] for f in at_training])),
-                              "top1_err_seeds": [round(f["top1_err"], 4) for f in at_training]},
-            "chosen_size": {"top1_err": float(np.mean([f["top1_err"] for f in at_chosen])),
-                            "top1_err_seeds": [round(f["top1_err"], 4) for f in at_chosen],
-                            "top5_err": float(np.mean([f["top5_err"] for f in at_chosen])),
-                            "interval": error_interval(sum(len(f["right"]) - sum(f["right"]) for f in at_chosen),
-                                                       sum(len(f["right"]) for f in at_chosen)),
-                            "scoring_seconds": [None if s is None else round(s, 1) for s in seconds]},
-            **compared(list(at_chosen), at_training),
+            "training_size_top1_err": round(float(np.mean([s["test"]["top1_err"] for s in at_training])), 4),
+            "chosen_size": {**chosen, "scoring_seconds": [round(s["seconds"], 1) for s in at_chosen]},
+            **compare(at_chosen, at_training),
         }
 
     results = {**header("test-size"), **data_summary(bench.data), "runs": [os.path.relpath(r, REPO) for r in runs],
@@ -97,11 +87,11 @@ def main() -> None:
                    f"{np.mean(e):.4f}", " ".join(f"{x:.4f}" for x in e)] for s, e in valid.items()]
     test_rows = []
     for tta, t in test.items():
+        chosen = t["chosen_size"]
         p_values = ", ".join(f"{m['mcnemar_p']:.3g} ({m['only_a_right']}:{m['only_b_right']})" for m in t["mcnemar"])
-        scoring = [s for s in t["chosen_size"]["scoring_seconds"] if s is not None]
-        test_rows.append([tta, f"{t['training_size']['top1_err']:.4f}", f"{t['chosen_size']['top1_err']:.4f}",
-                          " ".join(f"{x:.4f}" for x in t["chosen_size"]["top1_err_seeds"]),
-                          f"{t['chosen_size']['interval'][0]:.3f}-{t['chosen_size']['interval'][1]:.3f}", p_values, t["verdict"], f"{np.mean(scoring):.0f}" if scoring else "-"])
+        test_rows.append([tta, f"{t['training_size_top1_err']:.4f}", f"{chosen['test_top1_err']:.4f}", " ".join(f"{x:.4f}" for x in chosen["test_top1_err_seeds"]),
+                          f"{chosen['test_top1_ci95'][0]:.3f}-{chosen['test_top1_ci95'][1]:.3f}", p_values, t["verdict"],
+                          f"{np.mean(chosen['scoring_seconds']):.0f}"])
     body = (
         f"{len(runs)} runs trained at {trained} px. Valid top-1 error ({bench.data.name}, {results['valid_images']} photos, "
         f"`--tta {VALID_TTA}`) by the size the photos are read at:\n\n"

@@ -93,20 +93,17 @@ def score_run(run: Path, data: Path, workers: int) -> dict:
 
 
 def scored_by_model(run: Path, data: Path, workers: int) -> dict:
-    from siamdog.data.batches import index_class_folders
     from siamdog.data.pairing import verification_pairs
-    from siamdog.evaluate import load_run_model, predict_files
-    from siamdog.similarity import calibrate_verification, calibrated_answers, features_and_probabilities, pair_scores, same_class_head_of
+    from siamdog.evaluate import load_run_model
+    from siamdog.similarity import calibrate_on_readings, calibrated_answers, labelled_readings, pair_scores, same_class_head_of
 
     model, classes, _ = load_run_model(run)
-    test_dir = data / "test"
-    filenames, labels = index_class_folders(test_dir, classes)
-    both, width = features_and_probabilities(model.embedder, model.image_classifier)
-    outputs, readable = predict_files(both, [str(test_dir / f) for f in filenames], workers=workers)
-    pairs, same = verification_pairs(labels[readable])
-    scores = pair_scores(outputs[readable, :width], outputs[readable, width:], pairs, same_class_head_of(run, model))
+    same_class = same_class_head_of(run, model)
+    features, probabilities, labels = labelled_readings(model, data / "test", classes, workers)
+    pairs, same = verification_pairs(labels)
+    scores = pair_scores(features, probabilities, pairs, same_class)
     if not set(scores) <= set(calibrated_answers(run)):
-        calibrate_verification(run, data / "valid", workers)
+        calibrate_on_readings(run, *labelled_readings(model, data / "valid", classes, workers), data / "valid", same_class)
     return {
         "run": os.path.relpath(run, REPO),
         "row": row_of(run),

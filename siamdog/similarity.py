@@ -108,11 +108,17 @@ def calibrate_verification(run: str | os.PathLike, valid_dir: str | os.PathLike,
     and write the thresholds with their accuracies and ROC AUCs to `verification.json` in the
     run folder."""
     model, classes, _ = load_run_model(run)
-    filenames, labels = index_class_folders(valid_dir, classes)
+    readings = labelled_readings(model, valid_dir, classes, workers, progress)
+    return calibrate_on_readings(run, *readings, valid_dir, same_class_head_of(run, model))
+
+
+def labelled_readings(model: SiamdogModel, folder: str | os.PathLike, classes: list[str], workers: int = 4, progress: bool = False):
+    """(features, class probabilities, class indices) of the readable photos of `folder`'s
+    class folders, from one pass of `model`'s tower each (load_run_model's model)."""
+    filenames, labels = index_class_folders(folder, classes)
     both, width = features_and_probabilities(model.embedder, model.image_classifier)
-    outputs, readable = predict_files(both, [os.path.join(valid_dir, f) for f in filenames], workers=workers, progress=progress)
-    features, probabilities = outputs[readable, :width], outputs[readable, width:]
-    return calibrate_on_readings(run, features, probabilities, labels[readable], valid_dir, same_class_head_of(run, model))
+    outputs, readable = predict_files(both, [os.path.join(folder, f) for f in filenames], workers=workers, progress=progress)
+    return outputs[readable, :width], outputs[readable, width:], labels[readable]
 
 
 def calibrate_on_readings(

@@ -540,14 +540,17 @@ def test_the_verification_bench_scores_a_run_s_test_pairs_at_the_thresholds_it_c
 
 
 def test_the_test_size_bench_chooses_the_size_of_the_lowest_mean_valid_error_the_smaller_on_a_tie():
-    from bench.test_size import chosen_size, compared
+    from bench.test_size import chosen_size
 
     assert chosen_size({299: [0.21, 0.20], 340: [0.19, 0.20], 380: [0.20, 0.19]}) == 340
     assert chosen_size({299: [0.20, 0.20], 340: [0.21, 0.20]}) == 299
-    right = {"right": [True] * 30 + [False] * 10}
-    better = {"right": [True] * 40}
-    assert compared([better, better], [right, right])["verdict"] == "better"
-    assert compared([better, right], [right, right])["verdict"] == "tie", "better on one run of two"
+    # Each run at the chosen size against itself at the training size, as the ablation compares rows.
+    from bench.runner import compare
+
+    right = {"test": {"right": [True] * 30 + [False] * 10, "top1_err": 0.25}}
+    better = {"test": {"right": [True] * 40, "top1_err": 0.0}}
+    assert compare([better, better], [right, right])["verdict"] == "better"
+    assert compare([better, right], [right, right])["verdict"] == "tie", "better on one run of two"
 
 
 def test_a_bench_refuses_run_folders_without_a_trained_model_in_one_line(tmp_path, capsys):
