@@ -27,7 +27,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from siamdog.data.batches import index_class_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
-from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER, best_threshold, verification_pairs
+from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER, SCORE_RANGES, best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import list_images, load_run_model, predict_files, resolve_model
 from siamdog.files import read_json, write_bytes, write_json
@@ -183,8 +183,9 @@ def verify(
     answer the run has, and each photo's top class."""
     if answer not in ANSWERS:
         raise SiamdogError(f"--by must be one of {', '.join(ANSWERS)}, got {answer}")
-    if threshold is not None and answer in ("agreement", "head") and not 0.0 <= threshold <= 1.0:
-        raise SiamdogError(f"--threshold must be between 0 and 1 for a probability, got {threshold}")
+    low, high = SCORE_RANGES[answer]
+    if threshold is not None and not low <= threshold <= high:
+        raise SiamdogError(f"--threshold must be between {low:g} and {high:g} for --by {answer}, got {threshold}")
     model, classes, _ = load_run_model(run)
     same_class = same_class_head_of(run, model)
     if answer == "head" and same_class is None:

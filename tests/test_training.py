@@ -44,7 +44,11 @@ def test_all_stages_run_and_leave_a_complete_run_folder(trained_run):
     verification = json.loads((trained_run / "verification.json").read_text())
     assert verification["pairs"] == 2 * verification["same_class_pairs"] > 0
     assert set(verification["answers"]) == {"agreement", "cosine", "head"}, "a multi-loss run has every answer"
-    assert all(0 <= f["roc_auc"] <= 1 and 0.5 <= f["accuracy"] <= 1 for f in verification["answers"].values())
+    answers = verification["answers"]
+    assert all(0 <= f["roc_auc"] <= 1 and 0 <= f["accuracy"] <= 1 for f in answers.values())
+    # A constant answer gets half the balanced pairs right; the classifier tells the demo's
+    # classes apart (test_it_learns_far_below_chance), so the answers read from it do far better.
+    assert min(answers["agreement"]["accuracy"], answers["cosine"]["accuracy"]) >= 0.75
     assert json.loads(state_text)["verification_seconds"] > 0, "the calibration's time is part of the run's"
     model = keras.saving.load_model(trained_run / "best.keras")
     assert len(model.inputs) == 1 and model.output_shape == (None, NUM_CLASSES)
@@ -221,6 +225,13 @@ def test_verify_scores_a_pair_by_each_answer_symmetrically_with_each_photo_s_cla
     assert ", by the classifier's agreement: " in first_line and first_line.endswith(f"(threshold {calibrated['agreement']:.4f})")
     assert main(["verify", str(trained_run), str(a), str(demo / "missing.jpg")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["verify", str(trained_run), str(a), str(b), "--by", "cosine", "--threshold", "-0.5"]) == 0
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line.startswith("same class, by the cosine of the features: ") and first_line.endswith("(threshold -0.5000)")
+    for by, threshold in (("cosine", "1.5"), ("cosine", "-1.5"), ("head", "-0.5"), ("agreement", "2")):
+        assert main(["verify", str(trained_run), str(a), str(b), "--by", by, "--threshold", threshold]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "--threshold must be between" in error and f"for --by {by}, got" in error
 
 
 def test_embed_and_search_find_a_photo_itself_first(trained_run, demo, tmp_path, capsys):

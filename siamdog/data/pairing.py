@@ -67,6 +67,8 @@ ANSWERS = {
     "head": "the same-class head",
 }
 DEFAULT_ANSWER = "agreement"
+# The scores each answer can take: two probabilities and a cosine.
+SCORE_RANGES = {"agreement": (0.0, 1.0), "cosine": (-1.0, 1.0), "head": (0.0, 1.0)}
 
 
 def verification_pairs(labels: Sequence[int], seed: int = 0, max_positives: int = 20000) -> tuple[np.ndarray, np.ndarray]:
