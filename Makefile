@@ -1,6 +1,6 @@
 # siamdog: `make demo` and `make test` are all a newcomer needs. Paths are variables:
 #   make organize SRC=photos/ [LABELS=labels.csv] DST=data [TEST=0.2]
-#   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml] [TRAIN_ARGS="--weights none"]
+#   make train DATA=data RUN=weights/run1 [CONFIG=configs/default.yaml, the best recipe measured] [TRAIN_ARGS="--weights none"]
 #   make lr-find DATA=data [CONFIG=...] [LR_OUT=build/lr-find] [LR_ARGS="--stage finetune --init-from RUN/best.keras"]
 #   make evaluate MODEL=weights/run1 EVAL_DATA=data/valid [EVAL_TRAIN=data/train] [EVAL_ARGS="--tta"]
 #                 (MODEL="weights/run1 weights/run2": an ensemble, which needs EVAL_ARGS="--out DIR")

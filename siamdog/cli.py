@@ -50,6 +50,7 @@ def _train_config(args):
             "image_size": args.image_size,
             "batch_size": args.batch_size,
             "mode": args.mode,
+            "precision": args.precision,
             "seed": args.seed,
             "init_from": args.init_from,
         }.items()
@@ -204,12 +205,14 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     """What train and lr-find share: the organized data, the run settings given over the config
     file (see _train_config) and the loader threads."""
     p.add_argument("--data", required=True, help="organized folder with train/ and valid/")
-    p.add_argument("--config", help="YAML config (default: the original recipe, as in configs/default.yaml)")
+    p.add_argument("--config", help="YAML config (default: the original recipe, configs/original.yaml; `make train` takes configs/default.yaml, the best recipe measured)")
     p.add_argument("--backbone", help="xception or inception_v3")
     p.add_argument("--weights", help="imagenet, none, or a .weights.h5 file")
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", choices=("multiloss", "softmax"))
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                   help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX, recent GPUs, TPUs)")
     p.add_argument("--seed", type=int)
     p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
     p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from siamdog.config import TrainConfig, load_config, save_config
@@ -5,13 +7,20 @@ from siamdog.errors import SiamdogError
 from tests.conftest import REPO
 
 
-def test_default_yaml_is_the_recipe_in_the_dataclass_defaults():
-    config = load_config(REPO / "configs" / "default.yaml")
+def test_original_yaml_is_the_recipe_in_the_dataclass_defaults():
+    config = load_config(REPO / "configs" / "original.yaml")
     assert config == TrainConfig()
     heads, finetune, polish = config.stages
     assert (heads.name, heads.optimizer, heads.trainable_blocks, heads.binary_loss_weight, heads.augment) == ("heads", "nadam", 0, 0.5, True)
     assert (finetune.optimizer, finetune.learning_rate, finetune.momentum, finetune.trainable_blocks, finetune.binary_loss_weight) == ("sgd", 1e-4, 0.9, 2, 0.5)
     assert (polish.optimizer, polish.learning_rate, polish.augment) == ("sgd", 1e-5, False)
+
+
+def test_default_yaml_is_the_benchmarked_recipe_on_the_imagenet_download_in_float32():
+    benchmarked = load_config(REPO / "bench" / "configs" / "whole-tower.yaml")
+    default = load_config(REPO / "configs" / "default.yaml")
+    assert (default.weights, default.precision) == ("imagenet", "float32")
+    assert default == dataclasses.replace(benchmarked, weights="imagenet", precision="float32")
 
 
 def test_demo_config_loads():
@@ -75,3 +84,13 @@ def test_a_block_lr_factor_on_a_stage_that_trains_no_blocks_is_one_clear_error()
     stage = {"name": "heads", "epochs": 1, "optimizer": "nadam", "learning_rate": 1e-3, "block_lr_factor": 0.3}
     with pytest.raises(SiamdogError, match=r"stages.0: block_lr_factor 0.3: this stage trains no blocks"):
         load_config(None, {"stages": [stage]})
+
+
+def test_command_line_settings_win_over_the_config_file():
+    from siamdog.cli import _train_config, build_parser
+
+    command = ["train", "--data", "data", "--run", "run", "--config", str(REPO / "configs" / "default.yaml")]
+    config = _train_config(build_parser().parse_args([*command, "--precision", "mixed_bfloat16", "--weights", "none"]))
+    assert (config.precision, config.weights, config.stages[-1].trainable_blocks) == ("mixed_bfloat16", "none", 14)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--precision", "float8"])
