@@ -544,7 +544,10 @@ def test_the_test_size_bench_chooses_the_size_of_the_lowest_mean_valid_error_the
 
     assert chosen_size({299: [0.21, 0.20], 340: [0.19, 0.20], 380: [0.20, 0.19]}) == 340
     assert chosen_size({299: [0.20, 0.20], 340: [0.21, 0.20]}) == 299
-    # Each run at the chosen size against itself at the training size, as the ablation compares rows.
+
+
+def test_runs_compared_seed_by_seed_are_better_only_when_every_seed_is():
+    # How the ablation compares rows, and the test-size bench each run with itself at another size.
     from bench.runner import compare
 
     right = {"test": {"right": [True] * 30 + [False] * 10, "top1_err": 0.25}}
