@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from siamdog.training.hardware import BFLOAT16_CPU_FLAGS, cpu_flags
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -19,8 +21,10 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    # which decides whether bfloat16 pays on the CPU (siamdog.training.hardware)
+    bfloat16 = ", ".join(sorted(cpu_flags() & BFLOAT16_CPU_FLAGS)) or "neither amx_bf16 nor avx512_bf16"
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPU cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} CPU cores ({cpu}; {bfloat16}), {memory:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def current_rss_mb() -> float:

@@ -211,8 +211,9 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", choices=("multiloss", "softmax"))
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16"),
-                   help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX, recent GPUs, TPUs)")
+    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
+                   help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX, recent GPUs, TPUs); "
+                        "auto picks what this machine trains fastest in")
     p.add_argument("--seed", type=int)
     p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
     p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("first")
     p.add_argument("second")
     p.add_argument("--by", choices=tuple(ANSWERS), default=DEFAULT_ANSWER,
-                   help=f"the answer that gives the verdict: {'; '.join(f'{name}, {what}' for name, what in ANSWERS.items())} "
+                   help=f"the answer that gives the verdict: {'; '.join(f'{name}, {answer.description}' for name, answer in ANSWERS.items())} "
                         f"(multi-loss runs only) (default: {DEFAULT_ANSWER})")
     p.add_argument("--threshold", type=float, help="score from which the verdict is 'same class' (default: the one chosen on valid pairs when the run was trained)")
     p.set_defaults(handler=_verify)

@@ -27,7 +27,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from siamdog.data.batches import index_class_folders
 from siamdog.data.images import DEFAULT_MAX_PIXELS, UnreadableImage, load_image
-from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER, SCORE_RANGES, best_threshold, verification_pairs
+from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER, best_threshold, verification_pairs
 from siamdog.errors import SiamdogError
 from siamdog.evaluate import list_images, load_run_model, predict_files, resolve_model
 from siamdog.files import read_json, write_bytes, write_json
@@ -92,12 +92,12 @@ class Verification:
 
     def summary(self, names: list[str]) -> str:
         verdict = "same class" if self.same else "different classes"
-        lines = [f"{verdict}, by {ANSWERS[self.answer]}: {self.scores[self.answer]:.4f} (threshold {self.thresholds[self.answer]:.4f})"]
+        lines = [f"{verdict}, by {ANSWERS[self.answer].description}: {self.scores[self.answer]:.4f} (threshold {self.thresholds[self.answer]:.4f})"]
         for answer, score in self.scores.items():
             if answer != self.answer:
                 threshold = self.thresholds[answer]
                 says = "no threshold" if threshold is None else f"threshold {threshold:.4f}: {'same' if score >= threshold else 'different'}"
-                lines.append(f"{ANSWERS[answer]}: {score:.4f} ({says})")
+                lines.append(f"{ANSWERS[answer].description}: {score:.4f} ({says})")
         lines += [f"{name}: {label} ({p:.4f})" for name, (label, p) in zip(names, self.top_classes)]
         return "\n".join(lines)
 
@@ -183,7 +183,7 @@ def verify(
     answer the run has, and each photo's top class."""
     if answer not in ANSWERS:
         raise SiamdogError(f"--by must be one of {', '.join(ANSWERS)}, got {answer}")
-    low, high = SCORE_RANGES[answer]
+    _, low, high = ANSWERS[answer]
     if threshold is not None and not low <= threshold <= high:
         raise SiamdogError(f"--threshold must be between {low:g} and {high:g} for --by {answer}, got {threshold}")
     model, classes, _ = load_run_model(run)

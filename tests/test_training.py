@@ -538,10 +538,14 @@ def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     assert accuracies == pytest.approx([float(r["val_accuracy"]) for r in rows])
 
 
-def test_a_mixed_bfloat16_run_fine_tunes_and_saves_a_model_that_evaluates(demo, tmp_path):
+def test_an_auto_precision_run_on_a_cpu_with_amx_fine_tunes_in_bfloat16_and_saves_a_model_that_evaluates(demo, tmp_path, monkeypatch):
+    from siamdog.training import hardware
+
+    monkeypatch.setattr(hardware, "this_hardware", lambda: hardware.Hardware(None, None, frozenset({"avx512f", "amx_bf16"})))
     stages = [{**STAGES[1], "epochs": 1}]  # the last blocks and the heads train, in one epoch
-    state = train(demo / "data", tmp_path / "run", tiny_config(precision="mixed_bfloat16", stages=stages), workers=2, verbose=0)
+    state = train(demo / "data", tmp_path / "run", tiny_config(precision="auto", stages=stages), workers=2, verbose=0)
     assert set(state["completed"]) == {"finetune"}
+    assert load_config(tmp_path / "run" / "config.yaml").precision == "mixed_bfloat16", "the run's config says what it trained in"
     assert keras.config.dtype_policy().name == "float32", "training leaves the global policy as it was"
     assert np.isfinite(float(read_history(tmp_path / "run", "finetune")[0]["loss"]))
     model = keras.saving.load_model(tmp_path / "run" / "best.keras")

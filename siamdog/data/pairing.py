@@ -1,6 +1,7 @@
 """Which samples of a batch form pairs, and the answers that pairs of photos are scored by: pure functions of the labels."""
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,14 +62,18 @@ def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray, outputs: 
 # The classifier's agreement separates held-out pairs of dog breeds best, and every run has it
 # (bench/README.md, "Same breed or not"); the cosine does not need the photos to show the
 # classes the run knows; only a multi-loss run has the same-class head.
+class Answer(NamedTuple):
+    description: str
+    low: float  # the scores it can take: two probabilities and a cosine
+    high: float
+
+
 ANSWERS = {
-    "agreement": "the classifier's agreement",
-    "cosine": "the cosine of the features",
-    "head": "the same-class head",
+    "agreement": Answer("the classifier's agreement", 0.0, 1.0),
+    "cosine": Answer("the cosine of the features", -1.0, 1.0),
+    "head": Answer("the same-class head", 0.0, 1.0),
 }
 DEFAULT_ANSWER = "agreement"
-# The scores each answer can take: two probabilities and a cosine.
-SCORE_RANGES = {"agreement": (0.0, 1.0), "cosine": (-1.0, 1.0), "head": (0.0, 1.0)}
 
 
 def verification_pairs(labels: Sequence[int], seed: int = 0, max_positives: int = 20000) -> tuple[np.ndarray, np.ndarray]:

@@ -36,22 +36,6 @@ def _tensorflow_devices() -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
 
 
-def has_accelerator() -> bool:
-    """Whether the backend sees a GPU or a TPU."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return any(device.platform != "cpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
-
-
 PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "KERAS_DISTRIBUTION_PROCESS_ID")
 
 

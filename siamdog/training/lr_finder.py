@@ -99,7 +99,9 @@ def find_learning_rate(
     `data_dir`/train; with `out_dir`, write lr-find.csv and lr-find.png there."""
     from siamdog.data.batches import DirectoryBatches
     from siamdog.training.distribution import distributed
-    from siamdog.training.trainer import calibrate_random_tower, check_settings, data_folders, new_model, prepare_stage, seed_everything
+    from siamdog.training.trainer import (
+        calibrate_random_tower, check_settings, data_folders, for_this_machine, new_model, prepare_stage, seed_everything,
+    )
 
     rates = sweep_rates(start, end, steps)
     names = config.stage_names()
@@ -109,6 +111,7 @@ def find_learning_rate(
     index = names.index(name)
     stage = config.stages[index]
     train_dir, valid_dir, classes = data_folders(Path(data_dir))
+    config = for_this_machine(config)
     check_settings(config, len(classes))
     seed_everything(config.seed)
     with distributed(config.distribution, config.batch_size, config.mode):

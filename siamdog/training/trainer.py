@@ -47,9 +47,10 @@ from siamdog.training.callbacks import (
     TrainingCurves,
 )
 from siamdog.training.checkpoint import StageCheckpoint, load_training_state, save_training_state
-from siamdog.training.distribution import distributed, has_accelerator, loader_workers, process_data
+from siamdog.training.distribution import distributed, loader_workers, process_data
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
+from siamdog.training.hardware import has_accelerator, resolve_precision
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
 from siamdog.training.stages import build_before_fit, compile_stage, learning_rate_schedule, make_optimizer
 
@@ -110,6 +111,7 @@ def train(
     """
     data_dir, run = Path(data_dir), RunPaths(Path(run_dir))
     train_dir, valid_dir, classes = data_folders(data_dir)
+    config = for_this_machine(config)
     selected = _select_stages(config, stages)
     check_settings(config, len(classes))
     seed_everything(config.seed)
@@ -119,6 +121,16 @@ def train(
         with run_lock(run.lock):
             prepare_run(run, config, classes)
             return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
+
+
+def for_this_machine(config: TrainConfig) -> TrainConfig:
+    """`config` with `precision: auto` replaced by the precision this machine trains fastest in
+    (siamdog.training.hardware), so that the run's saved config says what it trained in."""
+    if config.precision != "auto":
+        return config
+    precision = resolve_precision(config.precision)
+    log.info("precision auto: %s on this machine", precision)
+    return dataclasses.replace(config, precision=precision)
 
 
 def new_model(config: TrainConfig, num_classes: int) -> SiamdogModel:
