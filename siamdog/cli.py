@@ -212,7 +212,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", choices=("multiloss", "softmax"))
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
-                   help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX, recent GPUs, TPUs); "
+                   help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX or AVX-512 BF16, recent GPUs, TPUs); "
                         "auto picks what this machine trains fastest in")
     p.add_argument("--seed", type=int)
     p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")

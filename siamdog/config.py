@@ -154,10 +154,10 @@ class TrainConfig:
     # model is Keras float32 whichever runs the pass.
     front_engine: Literal["keras", "openvino", "openvino_int8"] = "keras"
     # The tower's precision (its variables stay float32; the heads compute in float32):
-    # "mixed_bfloat16" for CPUs with AMX, TPUs and recent GPUs, "mixed_float16" for GPUs (with
-    # dynamic loss scaling), or "auto": the one this machine trains fastest in, as measured
-    # (siamdog.training.hardware), written into the run's saved config. See bench/README.md for
-    # what each gives on a CPU.
+    # "mixed_bfloat16" for CPUs with AMX or AVX-512 BF16, TPUs and recent GPUs, "mixed_float16"
+    # for GPUs (with dynamic loss scaling), or "auto": the one this machine trains fastest in, as
+    # measured (siamdog.training.hardware), written into the run's saved config. See
+    # bench/README.md for what each gives on a CPU.
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"] = "float32"
     # "data_parallel": the model on every local device (GPUs, else logical CPU devices), each
     # batch split between them; batch_size is the global batch (siamdog.training.distribution).

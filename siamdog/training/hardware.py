@@ -3,11 +3,11 @@ fastest there.
 
 On CPUs, bfloat16 pays where they compute in it: a training step of the whole tower ran 1.45x
 as fast as float32 on 2 cores with AMX (Intel Xeon, Sapphire Rapids and later) and 1.63x on an
-AMD EPYC with AVX-512 BF16, with the same accuracy, and 0.63x as fast (the forward) on a Xeon
-whose flags were not recorded, probably with neither (bench/README.md, "Mixed precision"). On accelerators the choice is the usual one,
-not measured here: bfloat16 on TPUs and on NVIDIA GPUs of compute capability 8.0 (Ampere) and
-later, float16 with loss scaling on older NVIDIA GPUs, float32 where the capability is unknown
-(other vendors).
+AMD EPYC with AVX-512 BF16, with the same accuracy; on a Xeon whose flags were not recorded,
+probably with neither, the forward ran 0.63x as fast (bench/README.md, "Mixed precision"). On
+accelerators the choice is the usual one, not measured here: bfloat16 on TPUs and on NVIDIA
+GPUs of compute capability 8.0 (Ampere) and later, float16 with loss scaling on older NVIDIA
+GPUs, float32 where the capability is unknown (other vendors).
 """
 
 import os
