@@ -141,7 +141,7 @@ def ensemble_row(members: list[list[dict]], by_seed: bool = False) -> list[dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=str(ROWS))
-    parser.add_argument("--only", nargs="+", help="run only these rows (and the reference)")
+    parser.add_argument("--only", nargs="+", help="run only these rows, the reference, and the rows they name (compare_with, ensemble_of)")
     parser.add_argument("--reference", help="the row every row is compared with (default: the rows file's)")
     parser.add_argument("--seeds", type=int, nargs="+", help="train these seeds instead of the rows file's")
     parser.add_argument("--workers", type=int, default=4, help="loader threads of each run that trains on images (default: 4)")
