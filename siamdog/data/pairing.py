@@ -58,16 +58,16 @@ def pair_targets(y: np.ndarray, partner: np.ndarray, same: np.ndarray, outputs: 
     return {name: targets[name] for name in outputs}
 
 
-# The answers to "do these two photos show one class?", by the name `siamdog verify --by` takes.
-# The classifier's agreement separates held-out pairs of dog breeds best, and every run has it
-# (bench/README.md, "Same breed or not"); the cosine does not need the photos to show the
-# classes the run knows; only a multi-loss run has the same-class head.
 class Answer(NamedTuple):
     description: str
     low: float  # the scores it can take: two probabilities and a cosine
     high: float
 
 
+# The answers to "do these two photos show one class?", by the name `siamdog verify --by` takes.
+# The classifier's agreement separates held-out pairs of dog breeds best, and every run has it
+# (bench/README.md, "Same breed or not"); the cosine does not need the photos to show the
+# classes the run knows; only a multi-loss run has the same-class head.
 ANSWERS = {
     "agreement": Answer("the classifier's agreement", 0.0, 1.0),
     "cosine": Answer("the cosine of the features", -1.0, 1.0),

@@ -36,11 +36,6 @@ def auto_precision(hardware: Hardware) -> str:
     return "mixed_bfloat16" if hardware.cpu_flags & BFLOAT16_CPU_FLAGS else "float32"
 
 
-def resolve_precision(precision: str) -> str:
-    """`precision`, with "auto" replaced by the one auto_precision picks for this machine."""
-    return auto_precision(this_hardware()) if precision == "auto" else precision
-
-
 def this_hardware() -> Hardware:
     """This machine, as the Keras backend sees its accelerators."""
     accelerator, capability = _accelerator()

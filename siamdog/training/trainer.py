@@ -50,7 +50,7 @@ from siamdog.training.checkpoint import StageCheckpoint, load_training_state, sa
 from siamdog.training.distribution import distributed, loader_workers, process_data
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
-from siamdog.training.hardware import has_accelerator, resolve_precision
+from siamdog.training import hardware
 from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
 from siamdog.training.stages import build_before_fit, compile_stage, learning_rate_schedule, make_optimizer
 
@@ -128,7 +128,7 @@ def for_this_machine(config: TrainConfig) -> TrainConfig:
     (siamdog.training.hardware), so that the run's saved config says what it trained in."""
     if config.precision != "auto":
         return config
-    precision = resolve_precision(config.precision)
+    precision = hardware.auto_precision(hardware.this_hardware())
     log.info("precision auto: %s on this machine", precision)
     return dataclasses.replace(config, precision=precision)
 
@@ -172,7 +172,7 @@ def check_settings(config: TrainConfig, num_classes: int) -> None:
         raise SiamdogError(
             f"batch_size {config.batch_size}: the multi-loss model pairs images within a batch, so a batch needs at least 2 (or use mode softmax)"
         )
-    if config.precision == "mixed_float16" and not has_accelerator():
+    if config.precision == "mixed_float16" and not hardware.has_accelerator():
         # Measured with bench/precision.py on a CPU with AMX: 3 steps of the whole tower did not
         # finish in 6 minutes, where float32 took under half a minute.
         log.warning("precision mixed_float16: no GPU here, and on a CPU float16 trains many times slower than float32; "
