@@ -51,6 +51,7 @@ def _train_config(args):
             "batch_size": args.batch_size,
             "mode": args.mode,
             "precision": args.precision,
+            "label_smoothing": args.label_smoothing,
             "seed": args.seed,
             "init_from": args.init_from,
         }.items()
@@ -214,6 +215,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
                    help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX or AVX-512 BF16, recent GPUs, TPUs); "
                         "auto picks what this machine trains fastest in")
+    p.add_argument("--label-smoothing", type=float, help="on the classifier's cross-entropy, from 0 (none) to below 1")
     p.add_argument("--seed", type=int)
     p.add_argument("--max-epochs", type=int, help="cap the epochs of every stage (part of the run's settings)")
     p.add_argument("--init-from", help="start from the weights of an earlier run's best.keras (same backbone, size and classes)")

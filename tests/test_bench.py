@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -569,3 +570,61 @@ def test_a_bench_refuses_run_folders_without_a_trained_model_in_one_line(tmp_pat
         trained_runs(parser, [str(tmp_path / "done"), str(tmp_path / "empty")])
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].endswith(f"not a trained run folder (no best.keras): {tmp_path / 'empty'}")
+
+
+def _evaluated_run(folder: Path, seed: int, correct: list[bool], label_smoothing: float = 0.0, tta: str = "flip", reverse: bool = False) -> Path:
+    """A run folder as `make train` and `make evaluate` leave it, for the files the comparison reads."""
+    import yaml
+
+    evaluation = folder / "evaluation"
+    evaluation.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "label_smoothing": label_smoothing,
+                                                        "stages": [{"name": "heads", "epochs": 8}]}))
+    (folder / "best.json").write_text(json.dumps({"val_accuracy": 0.75, "stage": "heads", "epoch": 8}))
+    (folder / "state.json").write_text(json.dumps({"completed": {"heads": {"seconds": 120.0}}, "verification_seconds": 60.0}))
+    top1 = 1 - sum(correct) / len(correct)
+    (evaluation / "metrics.json").write_text(json.dumps({"top1_error": top1, "top5_error": 0.0, "model": str(folder / "best.keras"),
+                                                         "data": "data/test", "tta": tta}))
+    lines = [f"c/{i:02d}.jpg,c,c,0.9,{int(right)},0.9" for i, right in enumerate(correct)]
+    lines = lines[::-1] if reverse else lines
+    (evaluation / "predictions.csv").write_text("image,true,predicted,probability,correct,probability_of_true\n" + "\n".join(lines) + "\n")
+    return evaluation
+
+
+def test_evaluated_runs_are_compared_photo_by_photo_seed_by_seed_with_the_settings_they_differ_in(tmp_path, monkeypatch):
+    from bench import compare_evaluations
+
+    # written in another order than the reference's: the comparison pairs photos by name
+    better = [_evaluated_run(tmp_path / f"smoothed-{seed}", seed, [False] * 5 + [True] * 35, label_smoothing=0.1, reverse=True) for seed in (0, 1)]
+    reference = [_evaluated_run(tmp_path / f"plain-{seed}", seed, [True] * 25 + [False] * 15) for seed in (0, 1)]
+    monkeypatch.setattr(sys, "argv", ["compare_evaluations.py", "--evaluations", *map(str, better), "--reference", *map(str, reference),
+                                      "--name", "smoothing", "--out", str(tmp_path / "out")])
+    compare_evaluations.main()
+    results = json.loads(next((tmp_path / "out").glob("compare-*-smoothing.json")).read_text())
+    assert results["differences"] == {"label_smoothing": [0.1, 0.0]}
+    assert [(m["only_a_right"], m["only_b_right"]) for m in results["mcnemar"]] == [(15, 5), (15, 5)]
+    assert results["verdict"] == "better" and results["error_difference_points"] == -25.0
+    assert results["reference"]["test_top1_err_seeds"] == [0.375, 0.375]
+    assert results["evaluations"]["training_minutes"] == 3.0  # the stages and the same-class calibration
+    assert results["evaluations"]["valid_top1_err_seeds"] == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda runs: runs[:1], "2 evaluations against 1 references"),
+    (lambda runs: runs[::-1], "pair runs of the same seed"),
+])
+def test_evaluations_that_do_not_pair_up_are_refused_in_one_line(tmp_path, change, message):
+    from bench.compare_evaluations import pairing_problem, read_evaluation
+
+    runs = [read_evaluation(_evaluated_run(tmp_path / f"a-{seed}", seed, [True, False])) for seed in (0, 1)]
+    references = [read_evaluation(_evaluated_run(tmp_path / f"b-{seed}", seed, [True, True])) for seed in (0, 1)]
+    assert pairing_problem(runs, references) is None
+    assert message in pairing_problem(runs, change(references))
+
+
+def test_evaluations_of_another_tta_are_refused(tmp_path):
+    from bench.compare_evaluations import pairing_problem, read_evaluation
+
+    run = read_evaluation(_evaluated_run(tmp_path / "a", 0, [True, False]))
+    crops = read_evaluation(_evaluated_run(tmp_path / "b", 0, [True, False], tta="crops"))
+    assert "another TTA" in pairing_problem([run], [crops])

@@ -90,7 +90,9 @@ def test_command_line_settings_win_over_the_config_file():
     from siamdog.cli import _train_config, build_parser
 
     command = ["train", "--data", "data", "--run", "run", "--config", str(REPO / "configs" / "default.yaml")]
-    config = _train_config(build_parser().parse_args([*command, "--precision", "mixed_bfloat16", "--weights", "none"]))
-    assert (config.precision, config.weights, config.stages[-1].trainable_blocks) == ("mixed_bfloat16", "none", 14)
+    config = _train_config(build_parser().parse_args([*command, "--precision", "mixed_bfloat16", "--weights", "none", "--label-smoothing", "0.1"]))
+    assert (config.precision, config.weights, config.label_smoothing, config.stages[-1].trainable_blocks) == ("mixed_bfloat16", "none", 0.1, 14)
     with pytest.raises(SystemExit):
         build_parser().parse_args([*command, "--precision", "float8"])
+    with pytest.raises(SiamdogError, match="label_smoothing: Input should be less than 1"):
+        _train_config(build_parser().parse_args([*command, "--label-smoothing", "1"]))
