@@ -6,6 +6,7 @@ epoch on a CPU; the classes are still learnable well above chance.
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -538,7 +539,9 @@ def test_softmax_only_mode_trains_the_single_model_baseline(demo, tmp_path):
     assert accuracies == pytest.approx([float(r["val_accuracy"]) for r in rows])
 
 
-def test_an_auto_precision_run_on_a_cpu_with_amx_fine_tunes_in_bfloat16_and_saves_a_model_that_evaluates(demo, tmp_path, monkeypatch):
+def test_an_auto_precision_run_on_a_cpu_with_amx_fine_tunes_in_bfloat16_saves_a_model_that_evaluates_and_resumes_elsewhere_as_it_began(
+    demo, tmp_path, monkeypatch, caplog
+):
     from siamdog.training import hardware
 
     monkeypatch.setattr(hardware, "this_hardware", lambda: hardware.Hardware(None, None, frozenset({"avx512f", "amx_bf16"})))
@@ -553,6 +556,11 @@ def test_an_auto_precision_run_on_a_cpu_with_amx_fine_tunes_in_bfloat16_and_save
     assert {layer.compute_dtype for layer in base.layers if layer.weights} == {"bfloat16"}
     result = evaluate(tmp_path / "run", demo / "test", out_dir=tmp_path / "eval", progress=False)
     assert result.count == NUM_CLASSES * 8 and 0 <= result.top1_error <= 1
+    monkeypatch.setattr(hardware, "this_hardware", lambda: hardware.Hardware(None, None, frozenset({"avx2"})))
+    with caplog.at_level(logging.INFO, logger="siamdog"):
+        resumed = train(demo / "data", tmp_path / "run", tiny_config(precision="auto", stages=stages), workers=2, verbose=0)
+    assert resumed["completed"] == state["completed"], "resumed on a CPU that would train in float32, not refused"
+    assert "precision auto: mixed_bfloat16, the run's" in caplog.text
 
 
 

@@ -100,11 +100,16 @@ def run_lock(path: Path):
             f.truncate()
 
 
+def saved_config(run: RunPaths) -> TrainConfig | None:
+    """The config an existing run was started with (None for a new run)."""
+    return load_config(run.config) if run.config.exists() else None
+
+
 def prepare_run(run: RunPaths, config: TrainConfig, classes: list[str]) -> None:
     """Save the config and classes of a new run, or check that an existing run used the same."""
     run.root.mkdir(parents=True, exist_ok=True)
-    if run.config.exists():
-        saved = load_config(run.config)
+    saved = saved_config(run)
+    if saved is not None:
         if saved != config:
             new, old = config_to_dict(config), config_to_dict(saved)
             changed = ", ".join(k for k in new if new[k] != old.get(k))

@@ -51,7 +51,7 @@ from siamdog.training.distribution import distributed, loader_workers, process_d
 from siamdog.training.feature_cache import stage_inputs
 from siamdog.training.front_engines import FrontEngine
 from siamdog.training import hardware
-from siamdog.training.run_folder import RunPaths, prepare_run, run_lock
+from siamdog.training.run_folder import RunPaths, prepare_run, run_lock, saved_config
 from siamdog.training.stages import build_before_fit, compile_stage, learning_rate_schedule, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def train(
     """
     data_dir, run = Path(data_dir), RunPaths(Path(run_dir))
     train_dir, valid_dir, classes = data_folders(data_dir)
-    config = for_this_machine(config)
+    config = for_this_machine(config, saved_config(run))
     selected = _select_stages(config, stages)
     check_settings(config, len(classes))
     seed_everything(config.seed)
@@ -123,11 +123,15 @@ def train(
             return _run_stages(run, model, train_dir, valid_dir, classes, config, selected, workers, callbacks, verbose, tensorboard_dir)
 
 
-def for_this_machine(config: TrainConfig) -> TrainConfig:
+def for_this_machine(config: TrainConfig, resumed: TrainConfig | None = None) -> TrainConfig:
     """`config` with `precision: auto` replaced by the precision this machine trains fastest in
-    (siamdog.training.hardware), so that the run's saved config says what it trained in."""
+    (siamdog.training.hardware), so that the run's saved config says what it trained in. A run
+    being `resumed` goes on in the precision it started in, on whichever machine."""
     if config.precision != "auto":
         return config
+    if resumed is not None:
+        log.info("precision auto: %s, the run's", resumed.precision)
+        return dataclasses.replace(config, precision=resumed.precision)
     precision = hardware.auto_precision(hardware.this_hardware())
     log.info("precision auto: %s on this machine", precision)
     return dataclasses.replace(config, precision=precision)
