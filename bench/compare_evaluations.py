@@ -35,11 +35,20 @@ from bench.runner import REPO, compare, summarize, training_seconds  # noqa: E40
 
 def read_evaluation(folder: Path) -> dict:
     """One evaluation as a seed of the ablation's (summarize, compare): its errors, the photos it
-    got right by name, the run's seed, config, valid error and training seconds."""
+    got right by name, the run's seed, config, valid error and training seconds. ValueError,
+    naming the folder, for what is not the evaluation of one run that can be found."""
+    if not (folder / "metrics.json").is_file():
+        raise ValueError(f"not an evaluation folder (no metrics.json): {folder}")
     metrics = json.loads((folder / "metrics.json").read_text())
+    if not isinstance(metrics["model"], str):
+        raise ValueError(f"{folder} evaluated an ensemble: compare the evaluations of single runs, one per seed")
+    run = Path(metrics["model"]).parent  # as evaluate was given it: relative to where it ran
+    missing = [name for name in ("config.yaml", "best.json", "state.json") if not (run / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder} evaluated {metrics['model']}, whose run folder has no {', '.join(missing)} here: "
+                         "run this from where make evaluate ran")
     with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
         rows = sorted(csv.DictReader(f), key=lambda row: row["image"])
-    run = Path(metrics["model"]).parent
     config = yaml.safe_load((run / "config.yaml").read_text())
     return {
         "seed": config["seed"],
@@ -94,11 +103,11 @@ def main() -> None:
     parser.add_argument("--name", required=True, help="what is compared, for the results' file name")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
-    missing = [d for d in [*args.evaluations, *args.reference] if not (Path(d) / "metrics.json").is_file()]
-    if missing:
-        parser.error(f"not an evaluation folder (no metrics.json): {', '.join(missing)}")
-    evaluations = [read_evaluation(Path(d)) for d in args.evaluations]
-    references = [read_evaluation(Path(d)) for d in args.reference]
+    try:
+        evaluations = [read_evaluation(Path(d)) for d in args.evaluations]
+        references = [read_evaluation(Path(d)) for d in args.reference]
+    except ValueError as e:
+        parser.error(str(e))
     problem = pairing_problem(evaluations, references)
     if problem:
         parser.error(problem)

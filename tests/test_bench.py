@@ -628,3 +628,19 @@ def test_evaluations_of_another_tta_are_refused(tmp_path):
     run = read_evaluation(_evaluated_run(tmp_path / "a", 0, [True, False]))
     crops = read_evaluation(_evaluated_run(tmp_path / "b", 0, [True, False], tta="crops"))
     assert "another TTA" in pairing_problem([run], [crops])
+
+
+def test_what_is_not_the_evaluation_of_one_findable_run_is_refused_naming_it(tmp_path):
+    from bench.compare_evaluations import read_evaluation
+
+    with pytest.raises(ValueError, match="no metrics.json"):
+        read_evaluation(tmp_path)
+    ensemble = _evaluated_run(tmp_path / "a", 0, [True])
+    metrics = json.loads((ensemble / "metrics.json").read_text())
+    (ensemble / "metrics.json").write_text(json.dumps({**metrics, "model": ["a/best.keras", "b/best.keras"]}))
+    with pytest.raises(ValueError, match="evaluated an ensemble"):
+        read_evaluation(ensemble)
+    moved = _evaluated_run(tmp_path / "b", 0, [True])
+    (tmp_path / "b" / "state.json").unlink()
+    with pytest.raises(ValueError, match="has no state.json here"):
+        read_evaluation(moved)
