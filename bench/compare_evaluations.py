@@ -1,6 +1,6 @@
 """Evaluated runs against reference runs on the same photos, seed by seed, by exact McNemar tests.
 
-    python bench/compare_evaluations.py --evaluations DIR [DIR ...] --reference DIR [DIR ...] --name NAME
+    python bench/compare_evaluations.py --evaluations DIR [DIR ...] [--reference DIR [DIR ...]] --name NAME
 
 DIR: what `tools/evaluate.py` (`make evaluate`) wrote for one run, RUN/evaluation by default
 (metrics.json, predictions.csv). The two lists pair up in order, one pair per seed. Both runs of
@@ -13,7 +13,8 @@ For each side the report gives:
 - the valid top-1 error of each run's best model (best.json: the figure that chose it);
 - its training minutes (state.json);
 - the settings in which the two sides' configs differ.
-For each pair it gives the McNemar test, and then the verdict (bench.stats.verdict).
+For each pair it gives the McNemar test, and then the verdict (bench.stats.verdict). Without
+`--reference`, the report gives the evaluated runs' figures alone.
 Writes bench/results/compare-<date>-<NAME>.json and .md.
 """
 
@@ -65,7 +66,7 @@ def read_evaluation(folder: Path) -> dict:
 
 def pairing_problem(evaluations: list[dict], references: list[dict]) -> str | None:
     """Why the two lists cannot be compared pair by pair, or None."""
-    if len(evaluations) != len(references):
+    if references and len(evaluations) != len(references):
         return f"{len(evaluations)} evaluations against {len(references)} references: give one reference per evaluation"
     for a, b in zip(evaluations, references):
         if a["seed"] != b["seed"]:
@@ -99,7 +100,7 @@ def side(evaluations: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluations", nargs="+", required=True, help="evaluation folders (RUN/evaluation), one per seed")
-    parser.add_argument("--reference", nargs="+", required=True, help="the reference runs' evaluation folders, in the same seed order")
+    parser.add_argument("--reference", nargs="+", default=[], help="the reference runs' evaluation folders, in the same seed order")
     parser.add_argument("--name", required=True, help="what is compared, for the results' file name")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = parser.parse_args()
@@ -113,21 +114,27 @@ def main() -> None:
         parser.error(problem)
 
     results = {**header("compare"), "data": evaluations[0]["data"], "tta": evaluations[0]["tta"], "test_images": len(evaluations[0]["images"]),
-               "differences": config_differences(evaluations[0]["config"], references[0]["config"]),
-               "evaluations": side(evaluations), "reference": side(references), **compare(evaluations, references)}
-    rows = [[label, f"{s['test_top1_err']:.4f}", " ".join(f"{x:.4f}" for x in s["test_top1_err_seeds"]), f"{s['test_top5_err']:.4f}",
-             f"{s['test_top1_ci95'][0]:.3f}-{s['test_top1_ci95'][1]:.3f}", " ".join(f"{x:.4f}" for x in s["valid_top1_err_seeds"]),
-             f"{s['training_minutes']:.1f}", ", ".join(s["runs"])]
-            for label, s in (("evaluations", results["evaluations"]), ("reference", results["reference"]))]
-    p_values = ", ".join(f"{m['mcnemar_p']:.3g} ({m['only_a_right']}:{m['only_b_right']})" for m in results["mcnemar"])
-    differences = "".join(f"- `{key}`: {a!r} (reference {b!r})\n" for key, (a, b) in results["differences"].items()) or "- none (the seed aside)\n"
-    body = (
-        f"Test photos: {results['data']}, {results['test_images']}, `--tta {results['tta']}`. The settings the runs differ in:\n\n{differences}\n"
-        + markdown_table(["", "test top-1 err", "per seed", "top-5", "95 % interval", "valid top-1 err per seed", "training minutes", "runs"], rows)
-        + f"\nDifference {results['error_difference_points']:+.2f} points; McNemar p per seed (photos only the evaluations get right : "
-        f"only the reference): {p_values}; verdict: **{results['verdict']}**.\n"
-    )
-    write_results(args.out, f"compare-{results['date']}-{args.name}", results, f"{args.name}: evaluated runs against a reference", body)
+               "evaluations": side(evaluations)}
+    if references:
+        results.update(differences=config_differences(evaluations[0]["config"], references[0]["config"]), reference=side(references),
+                       **compare(evaluations, references))
+    def row(label: str, s: dict) -> list:
+        return [label, f"{s['test_top1_err']:.4f}", " ".join(f"{x:.4f}" for x in s["test_top1_err_seeds"]), f"{s['test_top5_err']:.4f}",
+                f"{s['test_top1_ci95'][0]:.3f}-{s['test_top1_ci95'][1]:.3f}", " ".join(f"{x:.4f}" for x in s["valid_top1_err_seeds"]),
+                f"{s['training_minutes']:.1f}", ", ".join(s["runs"])]
+
+    rows = [row(label, results[label]) for label in ("evaluations", "reference") if label in results]
+    table = markdown_table(["", "test top-1 err", "per seed", "top-5", "95 % interval", "valid top-1 err per seed", "training minutes", "runs"], rows)
+    body = f"Test photos: {results['data']}, {results['test_images']}, `--tta {results['tta']}`."
+    if references:
+        p_values = ", ".join(f"{m['mcnemar_p']:.3g} ({m['only_a_right']}:{m['only_b_right']})" for m in results["mcnemar"])
+        differences = "".join(f"- `{key}`: {a!r} (reference {b!r})\n" for key, (a, b) in results["differences"].items()) or "- none (the seed aside)\n"
+        body += (f" The settings the runs differ in:\n\n{differences}\n{table}\nDifference {results['error_difference_points']:+.2f} points; "
+                 f"McNemar p per seed (photos only the evaluations get right : only the reference): {p_values}; verdict: **{results['verdict']}**.\n")
+    else:
+        body += f"\n\n{table}"
+    title = f"{args.name}: evaluated runs" + (" against a reference" if references else "")
+    write_results(args.out, f"compare-{results['date']}-{args.name}", results, title, body)
 
 
 if __name__ == "__main__":

@@ -644,3 +644,14 @@ def test_what_is_not_the_evaluation_of_one_findable_run_is_refused_naming_it(tmp
     (tmp_path / "b" / "state.json").unlink()
     with pytest.raises(ValueError, match="has no state.json here"):
         read_evaluation(moved)
+
+
+def test_evaluated_runs_without_a_reference_are_reported_alone(tmp_path, monkeypatch):
+    from bench import compare_evaluations
+
+    runs = [_evaluated_run(tmp_path / f"run-{seed}", seed, [True] * 3 + [False]) for seed in (0, 1)]
+    monkeypatch.setattr(sys, "argv", ["compare_evaluations.py", "--evaluations", *map(str, runs), "--name", "alone", "--out", str(tmp_path / "out")])
+    compare_evaluations.main()
+    results = json.loads(next((tmp_path / "out").glob("compare-*-alone.json")).read_text())
+    assert results["evaluations"]["test_top1_err_seeds"] == [0.25, 0.25]
+    assert not {"reference", "mcnemar", "verdict", "differences"} & set(results)
