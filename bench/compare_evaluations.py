@@ -11,10 +11,10 @@ its rows.
 For each side the report gives:
 - test top-1 and top-5 errors, mean and per run;
 - the valid top-1 error of each run's best model (best.json: the figure that chose it);
-- its training minutes (state.json);
-- the settings in which the two sides' configs differ.
-For each pair it gives the McNemar test, and then the verdict (bench.stats.verdict). Without
-`--reference`, the report gives the evaluated runs' figures alone.
+- its training minutes (state.json).
+Then the settings in which the two sides' configs differ, the McNemar test of each pair, and
+the verdict (bench.stats.verdict). Without `--reference`, the report gives the evaluated runs'
+figures alone.
 Writes bench/results/compare-<date>-<NAME>.json and .md.
 """
 
@@ -25,7 +25,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -90,6 +89,7 @@ def config_differences(config: dict, reference: dict) -> dict[str, list]:
 
 
 def side(evaluations: list[dict]) -> dict:
+    """One side's figures over its runs, as the ablation summarizes a row's seeds."""
     summary = summarize(evaluations, 0.0)
     summary["training_minutes"] = summary.pop("minutes")
     summary["valid_top1_err_seeds"] = [round(e["valid_top1_err"], 4) for e in evaluations]
