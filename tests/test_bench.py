@@ -630,7 +630,7 @@ def test_evaluations_of_another_tta_are_refused(tmp_path):
     assert "another TTA" in pairing_problem([run], [crops])
 
 
-def test_what_is_not_the_evaluation_of_one_findable_run_is_refused_naming_it(tmp_path):
+def test_what_is_not_the_evaluation_of_one_findable_run_is_refused(tmp_path):
     from bench.compare_evaluations import read_evaluation
 
     with pytest.raises(ValueError, match="no metrics.json"):
