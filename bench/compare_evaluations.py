@@ -25,12 +25,12 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import header, markdown_table, write_results  # noqa: E402
 from bench.runner import REPO, compare, summarize, training_seconds  # noqa: E402
+from siamdog.config import config_to_dict, load_config  # noqa: E402
 
 
 def read_evaluation(folder: Path) -> dict:
@@ -49,7 +49,7 @@ def read_evaluation(folder: Path) -> dict:
                          "run this from where make evaluate ran")
     with open(folder / "predictions.csv", newline="", encoding="utf-8") as f:
         rows = sorted(csv.DictReader(f), key=lambda row: row["image"])
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = config_to_dict(load_config(run / "config.yaml"))
     return {
         "seed": config["seed"],
         "config": config,
@@ -97,6 +97,13 @@ def side(evaluations: list[dict]) -> dict:
     return summary
 
 
+def table_row(label: str, figures: dict) -> list:
+    """A side's line in the report's table (side's figures)."""
+    return [label, f"{figures['test_top1_err']:.4f}", " ".join(f"{x:.4f}" for x in figures["test_top1_err_seeds"]),
+            f"{figures['test_top5_err']:.4f}", f"{figures['test_top1_ci95'][0]:.3f}-{figures['test_top1_ci95'][1]:.3f}",
+            " ".join(f"{x:.4f}" for x in figures["valid_top1_err_seeds"]), f"{figures['training_minutes']:.1f}", ", ".join(figures["runs"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evaluations", nargs="+", required=True, help="evaluation folders (RUN/evaluation), one per seed")
@@ -118,12 +125,7 @@ def main() -> None:
     if references:
         results.update(differences=config_differences(evaluations[0]["config"], references[0]["config"]), reference=side(references),
                        **compare(evaluations, references))
-    def row(label: str, s: dict) -> list:
-        return [label, f"{s['test_top1_err']:.4f}", " ".join(f"{x:.4f}" for x in s["test_top1_err_seeds"]), f"{s['test_top5_err']:.4f}",
-                f"{s['test_top1_ci95'][0]:.3f}-{s['test_top1_ci95'][1]:.3f}", " ".join(f"{x:.4f}" for x in s["valid_top1_err_seeds"]),
-                f"{s['training_minutes']:.1f}", ", ".join(s["runs"])]
-
-    rows = [row(label, results[label]) for label in ("evaluations", "reference") if label in results]
+    rows = [table_row(label, results[label]) for label in ("evaluations", "reference") if label in results]
     table = markdown_table(["", "test top-1 err", "per seed", "top-5", "95 % interval", "valid top-1 err per seed", "training minutes", "runs"], rows)
     body = f"Test photos: {results['data']}, {results['test_images']}, `--tta {results['tta']}`."
     if references:

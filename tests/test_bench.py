@@ -574,12 +574,11 @@ def test_a_bench_refuses_run_folders_without_a_trained_model_in_one_line(tmp_pat
 
 def _evaluated_run(folder: Path, seed: int, correct: list[bool], label_smoothing: float = 0.0, tta: str = "flip", reverse: bool = False) -> Path:
     """A run folder as `make train` and `make evaluate` leave it, for the files the comparison reads."""
-    import yaml
+    from siamdog.config import load_config, save_config
 
     evaluation = folder / "evaluation"
     evaluation.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "label_smoothing": label_smoothing,
-                                                        "stages": [{"name": "heads", "epochs": 8}]}))
+    save_config(load_config(None, {"seed": seed, "label_smoothing": label_smoothing}), folder / "config.yaml")
     (folder / "best.json").write_text(json.dumps({"val_accuracy": 0.75, "stage": "heads", "epoch": 8}))
     (folder / "state.json").write_text(json.dumps({"completed": {"heads": {"seconds": 120.0}}, "verification_seconds": 60.0}))
     top1 = 1 - sum(correct) / len(correct)
