@@ -7,6 +7,7 @@ import os
 import sys
 
 from siamdog import __version__
+from siamdog.config import PRECISIONS
 from siamdog.data.images import DEFAULT_MAX_PIXELS
 from siamdog.data.pairing import ANSWERS, DEFAULT_ANSWER
 from siamdog.data.pseudo_labels import DEFAULT_THRESHOLD as PSEUDO_LABEL_DEFAULT_THRESHOLD
@@ -212,7 +213,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--mode", choices=("multiloss", "softmax"))
-    p.add_argument("--precision", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
+    p.add_argument("--precision", choices=(*PRECISIONS, "auto"),
                    help="the tower's: mixed_bfloat16 where the hardware computes in bfloat16 (CPUs with AMX or AVX-512 BF16, recent GPUs, TPUs); "
                         "auto picks what this machine trains fastest in")
     p.add_argument("--label-smoothing", type=float, help="on the classifier's cross-entropy, from 0 (none) to below 1")

@@ -19,6 +19,8 @@ _STRICT = ConfigDict(extra="forbid")
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 NonNegative = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+# What a tower computes in (Keras dtype policies); its variables stay float32 in every case.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass(config=_STRICT)
@@ -158,7 +160,7 @@ class TrainConfig:
     # for GPUs (with dynamic loss scaling), or "auto": the one this machine trains fastest in, as
     # measured (siamdog.training.hardware), written into the run's saved config. See
     # bench/README.md for what each gives on a CPU.
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"] = "float32"
+    precision: Literal[(*PRECISIONS, "auto")] = "float32"
     # "data_parallel": the model on every local device (GPUs, else logical CPU devices), each
     # batch split between them; batch_size is the global batch (siamdog.training.distribution).
     distribution: Literal["none", "data_parallel"] = "none"

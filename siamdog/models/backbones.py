@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import keras
 
+from siamdog.config import PRECISIONS
 from siamdog.errors import SiamdogError
 
 
@@ -65,10 +66,6 @@ def resolve_weights(weights: str | None) -> str | None:
     if not os.path.isfile(weights):
         raise SiamdogError(f"{weights}: no such weights file (expected 'imagenet', 'none' or a .weights.h5 path)")
     return str(weights)
-
-
-# The precision of a tower's computations: its variables stay float32 in every case.
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ class Hardware:
 
 
 def auto_precision(hardware: Hardware) -> str:
-    """The precision (a name in backbones.PRECISIONS) that trains the tower fastest on `hardware`."""
+    """The precision (a name in siamdog.config.PRECISIONS) that trains the tower fastest on `hardware`."""
     if hardware.accelerator == "tpu":
         return "mixed_bfloat16"
     if hardware.accelerator == "gpu":
