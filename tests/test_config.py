@@ -16,11 +16,11 @@ def test_original_yaml_is_the_recipe_in_the_dataclass_defaults():
     assert (polish.optimizer, polish.learning_rate, polish.augment) == ("sgd", 1e-5, False)
 
 
-def test_default_yaml_is_the_benchmarked_recipe_on_the_imagenet_download_in_the_machine_s_precision():
+def test_default_yaml_is_the_benchmarked_recipe_with_label_smoothing_on_the_imagenet_download_in_the_machine_s_precision():
     benchmarked = load_config(REPO / "bench" / "configs" / "whole-tower.yaml")
     default = load_config(REPO / "configs" / "default.yaml")
-    assert (default.weights, default.precision) == ("imagenet", "auto")
-    assert default == dataclasses.replace(benchmarked, weights="imagenet", precision="auto")
+    assert (default.weights, default.precision, default.label_smoothing) == ("imagenet", "auto", 0.1)
+    assert default == dataclasses.replace(benchmarked, weights="imagenet", precision="auto", label_smoothing=0.1)
 
 
 def test_demo_config_loads():
